@@ -1,0 +1,195 @@
+"""Typed, validated configuration.
+
+A :class:`Config` is a frozen value: every field is checked once, in ``__post_init__``, and a
+bad value raises ``ValueError`` (or ``TypeError`` for a wrong type) naming the field. Reading
+the environment happens only in :meth:`Config.from_env`, never deep inside the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+__all__ = ["Config", "default_config"]
+
+DEFAULT_PORT = 8080
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_UPDATE_INTERVAL = 1.0
+MIN_UPDATE_INTERVAL = 0.05
+DEFAULT_MAX_CLIENTS = 100
+DEFAULT_MAX_JOBS = 50
+DEFAULT_MAX_ALERTS = 20
+DEFAULT_MAX_TEXT_LENGTH = 1024
+DEFAULT_MAX_CUSTOM_SERIES = 200
+DEFAULT_HISTORY_SIZE = 50
+DEFAULT_SLOW_CLIENT_MAX_SKIPS = 10
+
+ENV_PREFIX = "HYPERDASH_"
+
+
+def _seconds(value: float | timedelta, name: str) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be seconds (float) or a timedelta, got {type(value).__name__}")
+    return float(value)
+
+
+def _check_int(value: object, name: str, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+
+
+def _check_bool(value: object, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Dashboard settings; the first four are the original's, with its defaults.
+
+    >>> Config(port=0, update_interval=0.5).update_interval
+    0.5
+    """
+
+    enabled: bool = True
+    port: int = DEFAULT_PORT
+    update_interval: float = DEFAULT_UPDATE_INTERVAL
+    """Seconds between ticks (a ``timedelta`` is accepted and converted)."""
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    host: str = DEFAULT_HOST
+    max_jobs: int = DEFAULT_MAX_JOBS
+    max_alerts: int = DEFAULT_MAX_ALERTS
+    collect_system_metrics: bool = True
+    max_text_length: int = DEFAULT_MAX_TEXT_LENGTH
+    """Longest job name, VM name, provider, error or alert message accepted (characters)."""
+    max_custom_series: int = DEFAULT_MAX_CUSTOM_SERIES
+    """Most series of user metrics copied into the snapshot's ``custom`` key per tick."""
+    history_size: int = DEFAULT_HISTORY_SIZE
+    """Snapshots kept and replayed to a WebSocket client on connect."""
+    slow_client_max_skips: int = DEFAULT_SLOW_CLIENT_MAX_SKIPS
+    """Consecutive ticks a client may stay behind before it is disconnected."""
+    allowed_origins: tuple[str, ...] = ()
+    """Extra WebSocket origins (``https://ops.example.com`` or ``https://*.example.com``)."""
+    auth_token: str | None = None
+    """When set, every endpoint but ``/healthz`` requires ``Authorization: Bearer <token>``
+    (or ``?token=`` for the browser's WebSocket)."""
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    use_global_registry: bool = False
+    """Export into prometheus_client's global ``REGISTRY`` instead of a private one."""
+
+    def __post_init__(self) -> None:
+        _check_bool(self.enabled, "enabled")
+        _check_int(self.port, "port", 0, 65535)
+        interval = _seconds(self.update_interval, "update_interval")
+        if not math.isfinite(interval) or interval < MIN_UPDATE_INTERVAL:
+            raise ValueError(
+                f"update_interval must be >= {MIN_UPDATE_INTERVAL} s, got {interval!r}"
+            )
+        object.__setattr__(self, "update_interval", interval)
+        _check_int(self.max_clients, "max_clients", 1)
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise ValueError(f"host must be a non-empty string, got {self.host!r}")
+        _check_int(self.max_jobs, "max_jobs", 1)
+        _check_int(self.max_alerts, "max_alerts", 1)
+        _check_bool(self.collect_system_metrics, "collect_system_metrics")
+        _check_int(self.max_text_length, "max_text_length", 1)
+        _check_int(self.max_custom_series, "max_custom_series", 1)
+        _check_int(self.history_size, "history_size", 1)
+        _check_int(self.slow_client_max_skips, "slow_client_max_skips", 1)
+        if isinstance(self.allowed_origins, str):
+            object.__setattr__(self, "allowed_origins", (self.allowed_origins,))
+        origins = tuple(self.allowed_origins)
+        for origin in origins:
+            if not isinstance(origin, str) or not origin:
+                raise ValueError(f"allowed_origins entries must be non-empty strings: {origin!r}")
+        object.__setattr__(self, "allowed_origins", origins)
+        if self.auth_token is not None and (
+            not isinstance(self.auth_token, str) or len(self.auth_token) < 8
+        ):
+            raise ValueError("auth_token must be a string of at least 8 characters")
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile must be given together")
+        _check_bool(self.use_global_registry, "use_global_registry")
+
+    @property
+    def update_interval_timedelta(self) -> timedelta:
+        return timedelta(seconds=self.update_interval)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Build a config from ``HYPERDASH_*`` variables (``HYPERDASH_PORT=9090``, ...).
+
+        ``overrides`` win over the environment. An unparsable value raises ``ValueError``
+        naming the variable.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            key = ENV_PREFIX + f.name.upper()
+            if key not in env:
+                continue
+            raw = env[key].strip()
+            try:
+                values[f.name] = _parse_env(f.name, raw)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+
+_BOOL_FIELDS = {"enabled", "collect_system_metrics", "use_global_registry"}
+_INT_FIELDS = {
+    "port",
+    "max_clients",
+    "max_jobs",
+    "max_alerts",
+    "max_text_length",
+    "max_custom_series",
+    "history_size",
+    "slow_client_max_skips",
+}
+
+
+def _parse_env(name: str, raw: str) -> Any:
+    if name in _BOOL_FIELDS:
+        lowered = raw.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"expected a boolean (true/false), got {raw!r}")
+    if name in _INT_FIELDS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+    if name == "update_interval":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"expected seconds, got {raw!r}") from None
+    if name == "allowed_origins":
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if name in {"auth_token", "tls_certfile", "tls_keyfile"}:
+        return raw or None
+    return raw
+
+
+def default_config() -> Config:
+    """The original's defaults: enabled, port 8080, 1 s ticks, 100 clients, bound to 127.0.0.1."""
+    return Config()

@@ -1,0 +1,347 @@
+"""The public face: the original's update calls, recorded through OpenTelemetry."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.metrics import Meter
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import REGISTRY
+from prometheus_client.core import Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import CollectorRegistry
+
+from . import validation as v
+from .config import Config
+from .snapshot import build_snapshot
+from .stores import (
+    HEALTH_STATUSES,
+    JOB_STATUSES,
+    SEVERITIES,
+    AlertStore,
+    JobInfo,
+    JobRecord,
+    JobStore,
+)
+from .system import ProcessSampler
+from .telemetry import BY_FIELD, Telemetry
+
+if TYPE_CHECKING:
+    from .server.runner import Runner
+
+__all__ = ["Dashboard"]
+
+log = logging.getLogger("hyperdash_otel")
+
+
+class _Families:
+    """Hands prometheus_client's encoders families already collected (under our lock)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+class Dashboard:
+    """A live dashboard for a job-running service.
+
+    >>> from hyperdash_otel import Dashboard, Config, JobInfo
+    >>> dash = Dashboard(Config(port=0, collect_system_metrics=False))
+    >>> dash.update_job_metrics(active=2, completed=10, failed=1, pending=3, queue_len=3)
+    >>> dash.add_job(JobInfo(id="job-1", name="export-web-01", status="running",
+    ...                      progress=40, provider="aws", vm_name="web-01"))
+    >>> dash.snapshot()["jobs_completed"], dash.snapshot()["provider_stats"]
+    (10, {'aws': 1})
+
+    Every method is thread-safe and may be called before, while and after a server runs.
+    Numbers go through OpenTelemetry instruments of the dashboard's own
+    :attr:`meter_provider` into its own :attr:`registry`; the page, ``/api/metrics`` and
+    ``/metrics`` all read them back from there.
+    """
+
+    def __init__(
+        self, config: Config | None = None, *, registry: CollectorRegistry | None = None
+    ) -> None:
+        if config is not None and not isinstance(config, Config):
+            raise TypeError(f"config must be a Config, got {type(config).__name__}")
+        self.config = config or Config()
+        if registry is None:
+            registry = REGISTRY if self.config.use_global_registry else CollectorRegistry()
+        self.registry = registry
+        self.telemetry = Telemetry(registry)
+        self._lock = threading.RLock()
+        self._jobs = JobStore(self.config.max_jobs)
+        self._alerts = AlertStore(self.config.max_alerts)
+        self._health = "healthy"
+        # Running totals last pushed by update_*; counters record the difference.
+        self._totals = {"jobs_completed": 0, "jobs_failed": 0, "http_requests": 0,
+                        "http_errors": 0}
+        self._system_pushed = False
+        self._sampler = ProcessSampler() if self.config.collect_system_metrics else None
+        self._runner: Runner | None = None
+        self._initialise_series()
+
+    # -- recording -------------------------------------------------------------------------
+
+    def _instrument(self, field: str) -> Any:
+        return self.telemetry.instrument(BY_FIELD[field].name)
+
+    def _initialise_series(self) -> None:
+        """Every documented unlabelled series exists from the start (Prometheus sees 0, not
+        an absent series, and alert rules on them can be evaluated)."""
+        for field in ("jobs_active", "jobs_pending", "queue_length", "avg_response_time",
+                      "memory_usage", "cpu_usage", "goroutines"):
+            self._instrument(field).set(0)
+        for field in ("jobs_completed", "jobs_failed", "http_requests", "http_errors"):
+            self._instrument(field).add(0)
+        self._instrument("active_connections").add(0)
+        for name in ("hyperdash.tick.errors", "hyperdash.tick.skipped"):
+            self.telemetry.instrument(name).add(0)
+        self._record_health("healthy")
+        if self._sampler is not None:
+            self._sample_system()
+
+    def _record_health(self, status: str) -> None:
+        gauge = self._instrument("system_health")
+        for s in HEALTH_STATUSES:
+            gauge.set(1 if s == status else 0, {"status": s})
+
+    def _advance(self, field: str, total: int) -> int:
+        """The counter increment for a new running total; a decrease is an error."""
+        previous = self._totals[field]
+        if total < previous:
+            arg = {"jobs_completed": "completed", "jobs_failed": "failed",
+                   "http_requests": "requests", "http_errors": "errors"}[field]
+            raise ValueError(
+                f"{arg} is a running total and must not decrease (was {previous}, got {total})"
+            )
+        return total - previous
+
+    def _commit_totals(self, totals: dict[str, int]) -> None:
+        for field, total in totals.items():
+            delta = total - self._totals[field]
+            if delta:
+                self._instrument(field).add(delta)
+            self._totals[field] = total
+
+    def update_job_metrics(
+        self, active: int, completed: int, failed: int, pending: int, queue_len: int
+    ) -> None:
+        """Set the job figures; ``completed`` and ``failed`` are running totals."""
+        values = {
+            "jobs_active": v.count(active, "active"),
+            "jobs_completed": v.count(completed, "completed"),
+            "jobs_failed": v.count(failed, "failed"),
+            "jobs_pending": v.count(pending, "pending"),
+            "queue_length": v.count(queue_len, "queue_len"),
+        }
+        with self._lock:
+            self._advance("jobs_completed", values["jobs_completed"])
+            self._advance("jobs_failed", values["jobs_failed"])
+            for field in ("jobs_active", "jobs_pending", "queue_length"):
+                self._instrument(field).set(values[field])
+            self._commit_totals({k: values[k] for k in ("jobs_completed", "jobs_failed")})
+
+    def update_system_metrics(self, memory_mb: float, cpu_percent: float, goroutines: int) -> None:
+        """Push the process figures yourself; from then on they win over psutil sampling."""
+        memory = v.real(memory_mb, "memory_mb")
+        cpu = v.real(cpu_percent, "cpu_percent")
+        threads = v.count(goroutines, "goroutines")
+        with self._lock:
+            self._system_pushed = True
+            self._record_system(memory * 1024 * 1024, cpu, threads)
+
+    def _record_system(self, memory_bytes: float, cpu: float, threads: int) -> None:
+        self._instrument("memory_usage").set(memory_bytes)
+        self._instrument("cpu_usage").set(cpu)
+        self._instrument("goroutines").set(threads)
+
+    def _sample_system(self) -> None:
+        if self._sampler is None or self._system_pushed:
+            return
+        sample = self._sampler.sample()
+        with self._lock:
+            if not self._system_pushed:
+                self._record_system(sample.memory_bytes, sample.cpu_percent, sample.threads)
+
+    def update_http_metrics(self, requests: int, errors: int, avg_response_time: float) -> None:
+        """Set the API figures: running totals of requests and errors, average in ms."""
+        totals = {
+            "http_requests": v.count(requests, "requests"),
+            "http_errors": v.count(errors, "errors"),
+        }
+        avg_ms = v.real(avg_response_time, "avg_response_time")
+        with self._lock:
+            self._advance("http_requests", totals["http_requests"])
+            self._advance("http_errors", totals["http_errors"])
+            self._commit_totals(totals)
+            self._instrument("avg_response_time").set(avg_ms / 1000.0)
+
+    def add_job(self, job: JobInfo) -> None:
+        """Add a job, or update the one with the same id in place."""
+        record = JobRecord.from_info(job, max_text=self.config.max_text_length)
+        with self._lock:
+            if self._jobs.upsert(record, datetime.now(timezone.utc)) and record.provider:
+                self._instrument("provider_stats").add(1, {"provider": record.provider})
+
+    def add_alert(self, severity: str, message: str) -> str:
+        """Raise an alert (critical, warning or info); returns its id for :meth:`dismiss_alert`."""
+        level = v.choice(severity, "severity", SEVERITIES)
+        text = v.text(message, "message", self.config.max_text_length, allow_empty=False)
+        alert = self._alerts.add(level, text, datetime.now(timezone.utc))
+        self.telemetry.instrument("hyperdash.alerts.raised").add(1, {"severity": level})
+        return alert.id
+
+    def dismiss_alert(self, alert_id: str) -> bool:
+        """Remove an alert for good; False when no alert has that id."""
+        if not isinstance(alert_id, str):
+            raise TypeError(f"alert_id must be a str, got {type(alert_id).__name__}")
+        return self._alerts.dismiss(alert_id)
+
+    def clear_alerts(self) -> int:
+        """Remove every alert; returns how many there were."""
+        return self._alerts.clear()
+
+    def set_system_health(self, status: str) -> None:
+        """healthy, degraded or unhealthy (case-insensitive)."""
+        level = v.choice(status, "status", HEALTH_STATUSES)
+        with self._lock:
+            self._health = level
+            self._record_health(level)
+
+    @property
+    def meter_provider(self) -> MeterProvider:
+        """Create your own instruments here to have them on the page and in ``/metrics``."""
+        return self.telemetry.meter_provider
+
+    @property
+    def meter(self) -> Meter:
+        return self.telemetry.meter
+
+    @property
+    def system_health(self) -> str:
+        return self._health
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def collect(self) -> list[Metric]:
+        """One serialised ``registry.collect()``."""
+        return self.telemetry.collect()
+
+    def snapshot(self, now: datetime | None = None) -> dict[str, Any]:
+        """The Metrics dict as of now (what the WebSocket sends)."""
+        self._sample_system()
+        families = self.telemetry.collect()
+        return build_snapshot(
+            families,
+            self._jobs.records(),
+            self._alerts.alerts(),
+            self._health,
+            now=now or datetime.now(timezone.utc),
+            max_custom_series=self.config.max_custom_series,
+        )
+
+    def jobs(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Recent jobs, newest first, optionally of one status and at most ``limit``."""
+        if status is not None:
+            status = v.choice(status, "status", JOB_STATUSES)
+        if limit is not None:
+            limit = v.count(limit, "limit")
+        now = datetime.now(timezone.utc)
+        out = [r.to_json(now) for r in self._jobs.records() if status in (None, r.status)]
+        return out if limit is None else out[:limit]
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        record = self._jobs.get(job_id)
+        return None if record is None else record.to_json(datetime.now(timezone.utc))
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The registry encoded for ``Accept`` (OpenMetrics when asked); (body, content type)."""
+        self._sample_system()
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(_Families(self.telemetry.collect())), content_type  # type: ignore[arg-type]
+
+    def metrics_text(self) -> str:
+        """The Prometheus text exposition of the dashboard's registry."""
+        return self.exposition()[0].decode("utf-8")
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def _get_runner(self) -> Runner:
+        if self._runner is None:
+            from .server.runner import Runner
+
+            self._runner = Runner(self)
+        return self._runner
+
+    @property
+    def port(self) -> int | None:
+        """The bound port once listening (the chosen one when ``port=0``), else None."""
+        return None if self._runner is None else self._runner.port
+
+    @property
+    def url(self) -> str | None:
+        if self.port is None:
+            return None
+        scheme = "https" if self.config.tls_certfile else "http"
+        host = self.config.host
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{self.port}/"
+
+    async def start(self) -> None:
+        """Serve on the running event loop until :meth:`stop` or cancellation."""
+        if not self.config.enabled:
+            log.info("hyperdash dashboard disabled (enabled=False): not serving")
+            return
+        await self._get_runner().serve()
+
+    def start_in_thread(self) -> Dashboard:
+        """Serve from a background thread; returns once the socket is listening."""
+        if not self.config.enabled:
+            log.info("hyperdash dashboard disabled (enabled=False): not serving")
+            return self
+        self._get_runner().start_in_thread()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (idempotent): clients get close code 1001, the listener closes."""
+        if self._runner is not None:
+            self._runner.stop()
+
+    async def aclose(self) -> None:
+        """Stop serving from a coroutine on the serving loop and wait until it has."""
+        if self._runner is not None:
+            await self._runner.aclose()
+
+    def close(self) -> None:
+        """Stop serving and detach from the registry (the dashboard is done for)."""
+        self.stop()
+        self.telemetry.shutdown()
+
+    def __enter__(self) -> Dashboard:
+        return self.start_in_thread()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Dashboard:
+        if self.config.enabled:
+            await self._get_runner().start()
+        else:
+            log.info("hyperdash dashboard disabled (enabled=False): not serving")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,1 @@
+"""Tornado server: app factory, handlers, WebSocket fan-out, lifecycle."""

@@ -1,0 +1,150 @@
+"""The Metrics message, built from one ``registry.collect()`` and the two stores.
+
+:func:`build_snapshot` is pure: time comes in as an argument, nothing here touches a socket,
+a clock or a lock, so tests call it directly with hand-made families.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from prometheus_client.core import Metric
+
+from .config import DEFAULT_MAX_CUSTOM_SERIES
+from .stores import Alert, JobRecord
+from .telemetry import BY_FIELD, RESERVED_FAMILIES, family_name
+from .validation import rfc3339
+
+__all__ = ["SNAPSHOT_FIELDS", "build_snapshot"]
+
+# The original's WebSocket message, in its order, with each key's JSON type.
+SNAPSHOT_FIELDS: dict[str, type] = {
+    "timestamp": str,
+    "jobs_active": int,
+    "jobs_completed": int,
+    "jobs_failed": int,
+    "jobs_pending": int,
+    "queue_length": int,
+    "http_requests": int,
+    "http_errors": int,
+    "avg_response_time": float,
+    "memory_usage": int,
+    "cpu_usage": float,
+    "goroutines": int,
+    "active_connections": int,
+    "provider_stats": dict,
+    "recent_jobs": list,
+    "system_health": str,
+    "alerts": list,
+}
+
+_SCOPE_LABEL_PREFIX = "otel_scope_"
+_SKIP_FAMILIES = frozenset({"target", "target_info", "otel_scope"})
+
+
+def _labels(sample_labels: dict[str, str]) -> dict[str, str]:
+    return {k: val for k, val in sample_labels.items() if not k.startswith(_SCOPE_LABEL_PREFIX)}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _sum(family: Metric | None, sample_name: str) -> float:
+    if family is None:
+        return 0.0
+    total = 0.0
+    for s in family.samples:
+        if s.name == sample_name and math.isfinite(s.value):
+            total += s.value
+    return total
+
+
+def _custom(
+    families: Iterable[Metric], cap: int
+) -> tuple[dict[str, Any], int]:
+    """User families: ``name -> value`` for one unlabelled series, else a list of
+    ``{labels, value}``; at most ``cap`` series in all, the rest counted as dropped."""
+    custom: dict[str, Any] = {}
+    used = 0
+    dropped = 0
+    for fam in families:
+        by_name: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for s in fam.samples:
+            if s.name.endswith("_created"):
+                continue
+            by_name.setdefault(s.name, []).append((_labels(s.labels), s.value))
+        for name, series in by_name.items():
+            if used + len(series) > cap:
+                take = max(0, cap - used)
+                dropped += len(series) - take
+                series = series[:take]
+                if not series:
+                    continue
+            used += len(series)
+            if len(series) == 1 and not series[0][0]:
+                custom[name] = _finite(series[0][1])
+            else:
+                custom[name] = [{"labels": lb, "value": _finite(val)} for lb, val in series]
+    return custom, dropped
+
+
+def build_snapshot(
+    families: Sequence[Metric],
+    jobs: Sequence[JobRecord],
+    alerts: Sequence[Alert],
+    health: str,
+    *,
+    now: datetime,
+    max_custom_series: int = DEFAULT_MAX_CUSTOM_SERIES,
+) -> dict[str, Any]:
+    """The Metrics dict: every key of the original's message, plus ``custom``.
+
+    Numbers are read back from ``families`` (one ``registry.collect()``), summed over every
+    series of a family, so a user's own instrument under a documented name counts too.
+    """
+    by_name = {fam.name: fam for fam in families}
+
+    def number(field: str) -> float:
+        spec = BY_FIELD[field]
+        return _sum(by_name.get(family_name(spec)), spec.prometheus) * spec.to_snapshot
+
+    providers: dict[str, int] = {}
+    spec = BY_FIELD["provider_stats"]
+    fam = by_name.get(family_name(spec))
+    if fam is not None:
+        for s in fam.samples:
+            provider = s.labels.get("provider")
+            if s.name == spec.prometheus and provider is not None and math.isfinite(s.value):
+                providers[provider] = providers.get(provider, 0) + int(s.value)
+
+    custom, dropped = _custom(
+        (f for f in families if f.name not in RESERVED_FAMILIES and f.name not in _SKIP_FAMILIES),
+        max_custom_series,
+    )
+    snapshot: dict[str, Any] = {
+        "timestamp": rfc3339(now),
+        "jobs_active": round(number("jobs_active")),
+        "jobs_completed": round(number("jobs_completed")),
+        "jobs_failed": round(number("jobs_failed")),
+        "jobs_pending": round(number("jobs_pending")),
+        "queue_length": round(number("queue_length")),
+        "http_requests": round(number("http_requests")),
+        "http_errors": round(number("http_errors")),
+        "avg_response_time": round(number("avg_response_time"), 3),
+        "memory_usage": round(number("memory_usage")),
+        "cpu_usage": round(number("cpu_usage"), 2),
+        "goroutines": round(number("goroutines")),
+        "active_connections": round(number("active_connections")),
+        "provider_stats": providers,
+        "recent_jobs": [job.to_json(now) for job in jobs],
+        "system_health": health,
+        "alerts": [alert.to_json() for alert in alerts],
+        "custom": custom,
+    }
+    if dropped:
+        snapshot["custom_dropped"] = dropped
+    return snapshot

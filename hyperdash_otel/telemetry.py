@@ -1,0 +1,252 @@
+"""OpenTelemetry wiring: the metric table, the MeterProvider and the Prometheus reader.
+
+:data:`METRICS` is the one table that names, for every snapshot field, the OpenTelemetry
+instrument that records it and the Prometheus series it becomes. The README's metric table is
+generated from it (:func:`metric_table_markdown`) and a test holds the two together.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import Meter
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    MeterProvider,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics import _Gauge as SdkGauge
+from opentelemetry.sdk.resources import Resource
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import CollectorRegistry
+
+__all__ = [
+    "METRICS",
+    "METER_NAME",
+    "CARDINALITY_LIMIT",
+    "MetricSpec",
+    "Telemetry",
+    "metric_table_markdown",
+]
+
+METER_NAME = "hyperdash"
+"""Scope name of the dashboard's own meter; use ``dashboard.meter_provider`` for yours."""
+
+CARDINALITY_LIMIT = 2000
+"""Most attribute sets one instrument may hold; past it the SDK folds the rest into one
+``otel_metric_overflow="true"`` series instead of growing without bound."""
+
+TICK_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+Kind = Literal["counter", "gauge", "up_down_counter", "histogram"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One row of the metric table."""
+
+    field: str | None
+    """The snapshot key this metric feeds (None: server-internal, Prometheus only)."""
+    name: str
+    kind: Kind
+    unit: str
+    description: str
+    prometheus: str
+    """The series name in the exposition (what PromQL queries)."""
+    attributes: tuple[str, ...] = ()
+    to_snapshot: float = 1.0
+    """Factor from the Prometheus value to the snapshot's unit (bytes -> MB, s -> ms)."""
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("jobs_active", "hyperdash.jobs.active", "gauge", "{job}",
+               "Jobs running now", "hyperdash_jobs_active"),
+    MetricSpec("jobs_completed", "hyperdash.jobs.completed", "counter", "{job}",
+               "Jobs finished successfully", "hyperdash_jobs_completed_total"),
+    MetricSpec("jobs_failed", "hyperdash.jobs.failed", "counter", "{job}",
+               "Jobs that ended with an error", "hyperdash_jobs_failed_total"),
+    MetricSpec("jobs_pending", "hyperdash.jobs.pending", "gauge", "{job}",
+               "Jobs accepted but not started", "hyperdash_jobs_pending"),
+    MetricSpec("queue_length", "hyperdash.queue.length", "gauge", "{job}",
+               "Jobs waiting in the work queue", "hyperdash_queue_length"),
+    MetricSpec("http_requests", "hyperdash.http.requests", "counter", "{request}",
+               "API requests served", "hyperdash_http_requests_total"),
+    MetricSpec("http_errors", "hyperdash.http.errors", "counter", "{request}",
+               "API requests that failed", "hyperdash_http_errors_total"),
+    MetricSpec("avg_response_time", "hyperdash.http.response.time", "gauge", "s",
+               "Average API response time", "hyperdash_http_response_time_seconds",
+               to_snapshot=1000.0),
+    MetricSpec("memory_usage", "hyperdash.process.memory.usage", "gauge", "By",
+               "Resident memory of the process", "hyperdash_process_memory_usage_bytes",
+               to_snapshot=1.0 / (1024 * 1024)),
+    MetricSpec("cpu_usage", "hyperdash.process.cpu.utilization", "gauge", "%",
+               "CPU used by the process over the last interval",
+               "hyperdash_process_cpu_utilization_percent"),
+    MetricSpec("goroutines", "hyperdash.process.threads", "gauge", "{thread}",
+               "Live threads of the process", "hyperdash_process_threads"),
+    MetricSpec("active_connections", "hyperdash.websocket.connections", "up_down_counter",
+               "{connection}", "WebSocket clients connected",
+               "hyperdash_websocket_connections"),
+    MetricSpec("provider_stats", "hyperdash.provider.jobs", "counter", "{job}",
+               "Distinct jobs seen, by cloud provider", "hyperdash_provider_jobs_total",
+               attributes=("provider",)),
+    MetricSpec("system_health", "hyperdash.system.health", "gauge", "1",
+               "1 for the current health status, 0 for the others",
+               "hyperdash_system_health", attributes=("status",)),
+    MetricSpec(None, "hyperdash.alerts.raised", "counter", "{alert}",
+               "Alerts raised, by severity", "hyperdash_alerts_raised_total",
+               attributes=("severity",)),
+    MetricSpec(None, "hyperdash.tick.duration", "histogram", "s",
+               "Time to collect, build and encode one tick", "hyperdash_tick_duration_seconds"),
+    MetricSpec(None, "hyperdash.tick.errors", "counter", "{error}",
+               "Ticks that raised an exception (logged; the next tick runs)",
+               "hyperdash_tick_errors_total"),
+    MetricSpec(None, "hyperdash.tick.skipped", "counter", "{tick}",
+               "Ticks skipped because the previous one overran", "hyperdash_tick_skipped_total"),
+    MetricSpec(None, "hyperdash.websocket.disconnects", "counter", "{connection}",
+               "WebSocket clients closed by the server, by reason",
+               "hyperdash_websocket_disconnects_total", attributes=("reason",)),
+    MetricSpec(None, "hyperdash.websocket.rejected", "counter", "{connection}",
+               "WebSocket upgrades refused, by reason", "hyperdash_websocket_rejected_total",
+               attributes=("reason",)),
+)
+
+BY_FIELD: dict[str, MetricSpec] = {m.field: m for m in METRICS if m.field is not None}
+BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+
+
+def family_name(spec: MetricSpec) -> str:
+    """The name ``registry.collect()`` gives the family (no ``_total`` suffix)."""
+    if spec.kind == "counter" and spec.prometheus.endswith("_total"):
+        return spec.prometheus[: -len("_total")]
+    return spec.prometheus
+
+
+RESERVED_FAMILIES: frozenset[str] = frozenset(family_name(m) for m in METRICS)
+
+# One hyperdash reader per registry: a second reader (or a second Dashboard on the same
+# registry) would emit every family twice, which is invalid exposition.
+_REGISTRIES_IN_USE: weakref.WeakSet[CollectorRegistry] = weakref.WeakSet()
+_REGISTRIES_LOCK = threading.Lock()
+
+
+class _NameReservation:
+    """Claims the table's names in the registry so that a native prometheus_client metric of
+    the same name fails loudly at registration instead of emitting a duplicate family."""
+
+    def describe(self) -> Iterator[Metric]:
+        for m in METRICS:
+            if m.kind == "counter":
+                yield CounterMetricFamily(family_name(m), m.description)
+            elif m.kind == "histogram":
+                yield HistogramMetricFamily(family_name(m), m.description)
+            else:
+                yield GaugeMetricFamily(family_name(m), m.description)
+
+    def collect(self) -> Iterable[Metric]:
+        return ()
+
+
+class Telemetry:
+    """A MeterProvider whose only reader exports into ``registry``.
+
+    Reads go through :meth:`collect` only: the reader keeps per-collection state, so two
+    concurrent ``registry.collect()`` calls would steal each other's data points.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, service_name: str = "hyperdash") -> None:
+        with _REGISTRIES_LOCK:
+            if registry in _REGISTRIES_IN_USE:
+                raise ValueError(
+                    "registry: this CollectorRegistry already has a hyperdash reader "
+                    "(one Dashboard per registry)"
+                )
+            self._reservation = _NameReservation()
+            # Raises ValueError("Duplicated timeseries ...") if a native metric took a name.
+            registry.register(self._reservation)  # type: ignore[arg-type]
+            _REGISTRIES_IN_USE.add(registry)
+        self.registry = registry
+        limits: dict[type, int] = {
+            cls: CARDINALITY_LIMIT
+            for cls in (Counter, UpDownCounter, Histogram, SdkGauge, ObservableCounter,
+                        ObservableUpDownCounter, ObservableGauge)
+        }
+        self.reader = PrometheusMetricReader(registry=registry, cardinality_limits=limits)
+        self.meter_provider = MeterProvider(
+            metric_readers=[self.reader],
+            resource=Resource.create({"service.name": service_name}),
+        )
+        self.meter: Meter = self.meter_provider.get_meter(METER_NAME)
+        self.instruments: dict[str, Any] = {}
+        for spec in METRICS:
+            self.instruments[spec.name] = self._create(spec)
+        self._collect_lock = threading.Lock()
+        self._closed = False
+
+    def _create(self, spec: MetricSpec) -> Any:
+        m = self.meter
+        if spec.kind == "counter":
+            return m.create_counter(spec.name, unit=spec.unit, description=spec.description)
+        if spec.kind == "gauge":
+            return m.create_gauge(spec.name, unit=spec.unit, description=spec.description)
+        if spec.kind == "up_down_counter":
+            return m.create_up_down_counter(
+                spec.name, unit=spec.unit, description=spec.description
+            )
+        return m.create_histogram(
+            spec.name,
+            unit=spec.unit,
+            description=spec.description,
+            explicit_bucket_boundaries_advisory=list(TICK_DURATION_BUCKETS),
+        )
+
+    def instrument(self, name: str) -> Any:
+        return self.instruments[name]
+
+    def collect(self) -> list[Metric]:
+        """One ``registry.collect()``, serialised, materialised as a list."""
+        with self._collect_lock:
+            return list(self.registry.collect())
+
+    def shutdown(self) -> None:
+        """Detach from the registry; safe to call twice."""
+        with self._collect_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.meter_provider.shutdown()
+        with _REGISTRIES_LOCK:
+            try:
+                self.registry.unregister(self._reservation)  # type: ignore[arg-type]
+            except KeyError:
+                pass
+            _REGISTRIES_IN_USE.discard(self.registry)
+
+
+def metric_table_markdown() -> str:
+    """The README's metric table, generated from :data:`METRICS`."""
+    rows = [
+        "| snapshot field | OpenTelemetry instrument | kind | unit | Prometheus series | description |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in METRICS:
+        series = m.prometheus + ("{" + ",".join(m.attributes) + "}" if m.attributes else "")
+        rows.append(
+            f"| {('`' + m.field + '`') if m.field else '—'} | `{m.name}` | {m.kind} | "
+            f"`{m.unit}` | `{series}` | {m.description} |"
+        )
+    return "\n".join(rows)
