@@ -1,0 +1,89 @@
+// Entry point: wires the connection to the page and keeps the original's entry points
+// (updateDashboard, updateCharts, updateJobsTable, updateAlerts) on window for users.
+
+import { initAlerts, updateAlerts } from "./alerts.js";
+import { updateCards } from "./cards.js";
+import { history, initCharts, recordHistory, updateCharts } from "./charts.js";
+import { Connection, socketUrl } from "./connection.js";
+import { updateJobsTable } from "./jobs.js";
+import {
+  showConnection,
+  startClock,
+  updateHealth,
+  updateLastUpdate,
+  updateViewers,
+} from "./status.js";
+
+export { updateAlerts, updateCharts, updateJobsTable };
+
+function guarded(name, fn) {
+  try {
+    fn();
+  } catch (error) {
+    // One broken part must not blank the others; the console still shows it.
+    console.error(`hyperdash: ${name} failed`, error);
+  }
+}
+
+/** Renders one metrics message on every part of the page. */
+export function updateDashboard(metrics) {
+  if (!metrics || typeof metrics !== "object") return;
+  guarded("cards", () => updateCards(metrics));
+  guarded("status", () => {
+    updateHealth(metrics.system_health);
+    updateViewers(metrics.active_connections);
+    updateLastUpdate(metrics.timestamp);
+  });
+  guarded("charts", () => updateCharts(metrics));
+  guarded("jobs", () => updateJobsTable(metrics.recent_jobs));
+  guarded("alerts", () => updateAlerts(metrics.alerts));
+  document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+}
+
+// Messages are rendered once per animation frame: a history replay of 50 messages on
+// connect adds 50 chart points but draws the page once, with the newest message.
+const MAX_PENDING = 200;
+const pending = [];
+let frame = 0;
+
+function flush() {
+  frame = 0;
+  const batch = pending.splice(0, pending.length);
+  if (batch.length === 0) return;
+  for (let i = 0; i < batch.length - 1; i += 1) recordHistory(batch[i]);
+  updateDashboard(batch[batch.length - 1]);
+}
+
+function receive(metrics) {
+  pending.push(metrics);
+  if (pending.length > MAX_PENDING) pending.splice(0, pending.length - MAX_PENDING);
+  if (frame === 0) frame = requestAnimationFrame(flush);
+}
+
+const connection = new Connection({
+  url: socketUrl(window.location.href),
+  onMessage: receive,
+  onState: showConnection,
+});
+
+function start() {
+  startClock();
+  initAlerts();
+  initCharts();
+  updateJobsTable([]);
+  updateAlerts([]);
+  window.addEventListener("online", () => connection.retryNow());
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") connection.retryNow();
+  });
+  window.addEventListener("pagehide", () => connection.stop());
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) connection.start(); // restored from the back/forward cache
+  });
+  connection.start();
+}
+
+Object.assign(window, { updateDashboard, updateCharts, updateJobsTable, updateAlerts });
+window.hyperdash = { connection, history };
+
+start();
