@@ -7,6 +7,7 @@ generated from it (:func:`metric_table_markdown`) and a test holds the two toget
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
@@ -42,6 +43,8 @@ __all__ = [
     "Telemetry",
     "metric_table_markdown",
 ]
+
+log = logging.getLogger("hyperdash_otel")
 
 METER_NAME = "hyperdash"
 """Scope name of the dashboard's own meter; use ``dashboard.meter_provider`` for yours."""
@@ -161,6 +164,31 @@ class _NameReservation:
         return ()
 
 
+def merge_families(families: Iterable[Metric], warned: set[str]) -> list[Metric]:
+    """One family per name, as exposition formats require.
+
+    The exporter emits a separate family for each (name, description, unit) it sees, so a
+    user's instrument named like one of ours but described differently would be a duplicate
+    family: its series join ours instead. A same-named family of another type cannot be
+    merged: it is left out and logged once.
+    """
+    merged: dict[str, Metric] = {}
+    for fam in families:
+        first = merged.get(fam.name)
+        if first is None:
+            merged[fam.name] = fam
+        elif first.type == fam.type:
+            if first.samples is not fam.samples:
+                first.samples = [*first.samples, *fam.samples]
+        elif fam.name not in warned:
+            warned.add(fam.name)
+            log.warning(
+                "metric %r is defined as both %s and %s; the %s series are left out",
+                fam.name, first.type, fam.type, fam.type,
+            )
+    return list(merged.values())
+
+
 class Telemetry:
     """A MeterProvider whose only reader exports into ``registry``.
 
@@ -196,6 +224,7 @@ class Telemetry:
             self.instruments[spec.name] = self._create(spec)
         self._collect_lock = threading.Lock()
         self._closed = False
+        self._warned: set[str] = set()
 
     def _create(self, spec: MetricSpec) -> Any:
         m = self.meter
@@ -218,9 +247,9 @@ class Telemetry:
         return self.instruments[name]
 
     def collect(self) -> list[Metric]:
-        """One ``registry.collect()``, serialised, materialised as a list."""
+        """One ``registry.collect()``, serialised, with same-named families merged."""
         with self._collect_lock:
-            return list(self.registry.collect())
+            return merge_families(self.registry.collect(), self._warned)
 
     def shutdown(self) -> None:
         """Detach from the registry; safe to call twice."""

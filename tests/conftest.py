@@ -1,0 +1,32 @@
+"""Shared fixtures: each test gets its own Dashboard, registry and port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from hyperdash_otel import Config, Dashboard
+
+
+@pytest.fixture
+def make_dashboard() -> Iterator:
+    """Factory for dashboards that are closed (server stopped, registry detached) after."""
+    made: list[Dashboard] = []
+
+    def make(**kwargs: object) -> Dashboard:
+        kwargs.setdefault("port", 0)
+        kwargs.setdefault("collect_system_metrics", False)
+        dash = Dashboard(Config(**kwargs))  # type: ignore[arg-type]
+        made.append(dash)
+        return dash
+
+    yield make
+    for dash in made:
+        dash.close()
+
+
+@pytest.fixture
+def dash(make_dashboard) -> Dashboard:
+    """A dashboard without psutil sampling, so its snapshot is a function of the calls."""
+    return make_dashboard()

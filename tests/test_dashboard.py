@@ -1,0 +1,309 @@
+import json
+import re
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from hyperdash_otel import SNAPSHOT_FIELDS, Config, Dashboard, JobInfo
+
+NOW = datetime(2026, 11, 25, 10, 30, 0, tzinfo=timezone.utc)
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def series(dash: Dashboard, name: str) -> list[str]:
+    """The exposition lines of one series name, labels and value as written."""
+    return [ln for ln in dash.metrics_text().splitlines()
+            if ln.startswith(name + "{") or ln.startswith(name + " ")]
+
+
+def test_fresh_snapshot_has_every_contract_key_with_its_json_type(dash):
+    snap = json.loads(json.dumps(dash.snapshot(now=NOW)))
+    assert list(snap)[: len(SNAPSHOT_FIELDS)] == list(SNAPSHOT_FIELDS)
+    for key, typ in SNAPSHOT_FIELDS.items():
+        assert isinstance(snap[key], typ), key
+    assert snap["timestamp"] == "2026-11-25T10:30:00.000Z"
+    assert snap["recent_jobs"] == [] and snap["alerts"] == [] and snap["provider_stats"] == {}
+    assert snap["system_health"] == "healthy"
+    assert snap["custom"] == {}
+
+
+def test_update_calls_move_the_snapshot(dash):
+    dash.update_job_metrics(active=5, completed=123, failed=2, pending=8, queue_len=15)
+    dash.update_system_metrics(memory_mb=2048, cpu_percent=45.2, goroutines=1234)
+    dash.update_http_metrics(requests=45678, errors=23, avg_response_time=125.5)
+    dash.set_system_health("Degraded")
+    snap = dash.snapshot(now=NOW)
+    assert {k: snap[k] for k in list(SNAPSHOT_FIELDS)[1:13]} == {
+        "jobs_active": 5, "jobs_completed": 123, "jobs_failed": 2, "jobs_pending": 8,
+        "queue_length": 15, "http_requests": 45678, "http_errors": 23,
+        "avg_response_time": 125.5, "memory_usage": 2048, "cpu_usage": 45.2,
+        "goroutines": 1234, "active_connections": 0,
+    }
+    assert snap["system_health"] == "degraded"
+
+
+def test_totals_only_grow(dash):
+    dash.update_job_metrics(1, 10, 1, 0, 0)
+    dash.update_job_metrics(1, 12, 1, 0, 0)
+    assert dash.snapshot()["jobs_completed"] == 12
+    with pytest.raises(ValueError, match="completed .*must not decrease"):
+        dash.update_job_metrics(1, 11, 1, 0, 0)
+    with pytest.raises(ValueError, match="errors"):
+        dash.update_http_metrics(10, 5, 1.0)
+        dash.update_http_metrics(11, 4, 1.0)
+    assert dash.snapshot()["jobs_completed"] == 12
+
+
+def test_exact_exposition_lines_for_each_documented_metric(dash):
+    scope = 'otel_scope_name="hyperdash",otel_scope_schema_url="",otel_scope_version=""'
+    dash.update_job_metrics(active=5, completed=123, failed=2, pending=8, queue_len=15)
+    dash.update_system_metrics(memory_mb=2, cpu_percent=45.5, goroutines=12)
+    dash.update_http_metrics(requests=45678, errors=23, avg_response_time=125.0)
+    dash.add_job(JobInfo(id="j1", status="running", provider="aws"))
+    dash.add_alert("critical", "disk full")
+    dash.set_system_health("unhealthy")
+    expected = {
+        "hyperdash_jobs_active": "5.0",
+        "hyperdash_jobs_completed_total": "123.0",
+        "hyperdash_jobs_failed_total": "2.0",
+        "hyperdash_jobs_pending": "8.0",
+        "hyperdash_queue_length": "15.0",
+        "hyperdash_http_requests_total": "45678.0",
+        "hyperdash_http_errors_total": "23.0",
+        "hyperdash_http_response_time_seconds": "0.125",
+        "hyperdash_process_memory_usage_bytes": "2.097152e+06",
+        "hyperdash_process_cpu_utilization_percent": "45.5",
+        "hyperdash_process_threads": "12.0",
+        "hyperdash_websocket_connections": "0.0",
+        "hyperdash_tick_errors_total": "0.0",
+        "hyperdash_tick_skipped_total": "0.0",
+    }
+    for name, value in expected.items():
+        assert series(dash, name) == [f"{name}{{{scope}}} {value}"]
+    assert series(dash, "hyperdash_provider_jobs_total") == [
+        f'hyperdash_provider_jobs_total{{{scope},provider="aws"}} 1.0']
+    assert series(dash, "hyperdash_alerts_raised_total") == [
+        f'hyperdash_alerts_raised_total{{{scope},severity="critical"}} 1.0']
+    assert series(dash, "hyperdash_system_health") == [
+        f'hyperdash_system_health{{{scope},status="healthy"}} 0.0',
+        f'hyperdash_system_health{{{scope},status="degraded"}} 0.0',
+        f'hyperdash_system_health{{{scope},status="unhealthy"}} 1.0',
+    ]
+
+
+def test_openmetrics_when_asked(dash):
+    body, ctype = dash.exposition("application/openmetrics-text; version=1.0.0")
+    assert ctype.startswith("application/openmetrics-text")
+    assert body.decode().rstrip().endswith("# EOF")
+    assert "# UNIT hyperdash_process_memory_usage_bytes bytes" in body.decode()
+    body, ctype = dash.exposition(None)
+    assert ctype.startswith("text/plain")
+
+
+def test_job_added_then_updated_in_place(dash):
+    start = NOW - timedelta(minutes=5)
+    dash.add_job(JobInfo(id="job-1", name="export-vm-prod-01", status="running", progress=75,
+                         start_time=start, provider="aws", vm_name="prod-web-01"))
+    dash.add_job(JobInfo(id="job-2", name="export-b", status="pending", provider="gcp"))
+    dash.add_job(JobInfo(id="job-1", name="export-vm-prod-01", status="completed",
+                         progress=100, start_time=start, end_time=NOW, provider="aws",
+                         vm_name="prod-web-01"))
+    snap = dash.snapshot(now=NOW)
+    assert [j["id"] for j in snap["recent_jobs"]] == ["job-2", "job-1"]
+    assert snap["recent_jobs"][1] == {
+        "id": "job-1", "name": "export-vm-prod-01", "status": "completed", "progress": 100,
+        "start_time": "2026-11-25T10:25:00.000Z", "end_time": "2026-11-25T10:30:00.000Z",
+        "duration": 300.0, "provider": "aws", "vm_name": "prod-web-01", "error": "",
+    }
+    pending = snap["recent_jobs"][0]
+    assert (pending["start_time"], pending["end_time"], pending["duration"]) == (None, None, 0.0)
+    assert snap["provider_stats"] == {"aws": 1, "gcp": 1}
+
+
+def test_running_job_has_no_end_time_and_a_growing_duration(dash):
+    dash.add_job(JobInfo(id="r", status="running", start_time=NOW))
+    job = dash.snapshot(now=NOW + timedelta(seconds=42))["recent_jobs"][0]
+    assert job["end_time"] is None
+    assert job["duration"] == 42.0
+    assert RFC3339.match(job["start_time"])
+
+
+def test_job_start_and_end_filled_when_not_given(dash):
+    dash.add_job(JobInfo(id="a", status="running"))
+    running = dash.job("a")
+    assert running is not None and running["start_time"] and running["end_time"] is None
+    dash.add_job(JobInfo(id="a", status="failed", error="disk quota exceeded"))
+    failed = dash.job("a")
+    assert failed is not None
+    assert failed["start_time"] == running["start_time"]
+    assert RFC3339.match(failed["end_time"]) and failed["error"] == "disk quota exceeded"
+
+
+def test_given_duration_wins(dash):
+    dash.add_job(JobInfo(id="a", status="completed", duration=timedelta(minutes=1, seconds=5)))
+    assert dash.job("a")["duration"] == 65.0
+
+
+def test_job_store_keeps_newest_max_jobs_newest_first(dash):
+    for i in range(60):
+        dash.add_job(JobInfo(id=f"job-{i}", status="running", provider="aws"))
+    jobs = dash.snapshot()["recent_jobs"]
+    assert len(jobs) == 50
+    assert [j["id"] for j in jobs[:2]] == ["job-59", "job-58"]
+    assert jobs[-1]["id"] == "job-10"
+    assert dash.snapshot()["provider_stats"] == {"aws": 60}
+    assert dash.job("job-0") is None
+
+
+def test_jobs_filter_by_status_and_limit(dash):
+    for i, status in enumerate(["running", "failed", "running", "completed"]):
+        dash.add_job(JobInfo(id=f"j{i}", status=status))
+    assert [j["id"] for j in dash.jobs(status="running")] == ["j2", "j0"]
+    assert [j["id"] for j in dash.jobs(limit=1)] == ["j3"]
+    with pytest.raises(ValueError, match="status"):
+        dash.jobs(status="exploded")
+    with pytest.raises(ValueError, match="limit"):
+        dash.jobs(limit=-1)
+
+
+def test_alerts_newest_first_bounded_and_dismissable(dash):
+    ids = [dash.add_alert("warning" if i % 2 else "INFO", f"alert {i}") for i in range(25)]
+    alerts = dash.snapshot()["alerts"]
+    assert len(alerts) == 20
+    assert [a["message"] for a in alerts[:2]] == ["alert 24", "alert 23"]
+    assert {a["severity"] for a in alerts} == {"warning", "info"}
+    assert set(alerts[0]) == {"id", "severity", "message", "timestamp"}
+    assert dash.dismiss_alert(ids[24]) is True
+    assert dash.dismiss_alert(ids[24]) is False
+    for _ in range(3):
+        assert ids[24] not in [a["id"] for a in dash.snapshot()["alerts"]]
+    assert dash.clear_alerts() == 19
+    assert dash.snapshot()["alerts"] == []
+
+
+def test_bounds_follow_the_config(make_dashboard):
+    small = make_dashboard(max_jobs=3, max_alerts=2)
+    for i in range(5):
+        small.add_job(JobInfo(id=str(i)))
+        small.add_alert("info", str(i))
+    snap = small.snapshot()
+    assert [j["id"] for j in snap["recent_jobs"]] == ["4", "3", "2"]
+    assert [a["message"] for a in snap["alerts"]] == ["4", "3"]
+
+
+def test_users_own_instrument_moves_the_snapshot_field(dash):
+    mine = dash.meter_provider.get_meter("vm-exporter")
+    completed = mine.create_counter("hyperdash.jobs.completed", unit="{job}")
+    dash.update_job_metrics(0, 10, 0, 0, 0)
+    completed.add(5)
+    assert dash.snapshot()["jobs_completed"] == 15
+    # described differently, yet one family in the exposition (two would be invalid)
+    text = dash.metrics_text()
+    assert text.count("# TYPE hyperdash_jobs_completed_total counter") == 1
+    assert 'otel_scope_name="vm-exporter"' in text
+    active = mine.create_up_down_counter("hyperdash.jobs.active")
+    active.add(3)
+    assert dash.snapshot()["jobs_active"] == 3
+
+
+def test_other_families_appear_under_custom(dash):
+    mine = dash.meter_provider.get_meter("vm-exporter")
+    mine.create_counter("exports.bytes", unit="By").add(2048)
+    lag = mine.create_gauge("replication.lag", unit="s")
+    lag.set(1.5, {"region": "eu"})
+    lag.set(0.5, {"region": "us"})
+    custom = dash.snapshot()["custom"]
+    assert custom == {
+        "exports_bytes_total": 2048.0,
+        "replication_lag_seconds": [
+            {"labels": {"region": "eu"}, "value": 1.5},
+            {"labels": {"region": "us"}, "value": 0.5},
+        ],
+    }
+
+
+def test_custom_is_capped(make_dashboard):
+    dash = make_dashboard(max_custom_series=10)
+    gauge = dash.meter_provider.get_meter("x").create_gauge("tenant.queue")
+    for i in range(500):
+        gauge.set(i, {"tenant": f"t{i}"})
+    snap = dash.snapshot()
+    assert len(snap["custom"]["tenant_queue"]) == 10
+    assert snap["custom_dropped"] == 490
+
+
+def test_two_dashboards_in_one_process_are_independent(make_dashboard):
+    a, b = make_dashboard(), make_dashboard()
+    a.update_job_metrics(1, 2, 3, 4, 5)
+    b.add_job(JobInfo(id="only-b", provider="azure"))
+    assert a.snapshot()["jobs_active"] == 1 and b.snapshot()["jobs_active"] == 0
+    assert a.snapshot()["provider_stats"] == {} and b.snapshot()["provider_stats"] == {
+        "azure": 1}
+    assert a.registry is not b.registry
+
+
+def test_second_dashboard_on_the_same_registry_is_refused(make_dashboard):
+    registry = CollectorRegistry()
+    first = Dashboard(Config(collect_system_metrics=False), registry=registry)
+    try:
+        with pytest.raises(ValueError, match="registry"):
+            Dashboard(Config(collect_system_metrics=False), registry=registry)
+    finally:
+        first.close()
+    # Once closed, the registry is free again.
+    again = Dashboard(Config(collect_system_metrics=False), registry=registry)
+    again.close()
+    again.close()  # idempotent
+
+
+def test_native_metric_with_a_dashboard_name_is_refused(dash):
+    with pytest.raises(ValueError, match="Duplicated"):
+        Counter("hyperdash_jobs_completed", "clash", registry=dash.registry)
+    # the exposition keeps one family per name
+    names = [ln.split()[2] for ln in dash.metrics_text().splitlines() if ln.startswith("# TYPE")]
+    assert len(names) == len(set(names))
+
+
+def test_native_metrics_beside_the_dashboards_are_fine(dash):
+    Counter("legacy_exports", "native client metric", registry=dash.registry).inc(3)
+    assert "legacy_exports_total 3.0" in dash.metrics_text()
+    assert dash.snapshot()["custom"]["legacy_exports_total"] == 3.0
+
+
+def test_global_registry_only_when_asked(make_dashboard):
+    from prometheus_client import REGISTRY
+    assert make_dashboard().registry is not REGISTRY
+    dash = make_dashboard(use_global_registry=True)
+    assert dash.registry is REGISTRY
+
+
+def test_calls_work_while_collects_run_concurrently(dash):
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.append(dash.snapshot()["jobs_completed"])
+            dash.metrics_text()
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for i in range(1, 2001):
+        dash.update_job_metrics(0, i, 0, 0, 0)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert dash.snapshot()["jobs_completed"] == 2000
+    assert seen == sorted(seen), "a collect lost or reordered data points"
+
+
+def test_system_metrics_sampled_unless_pushed(make_dashboard):
+    dash = make_dashboard(collect_system_metrics=True)
+    snap = dash.snapshot()
+    assert snap["memory_usage"] > 0 and snap["goroutines"] >= 1
+    dash.update_system_metrics(memory_mb=1, cpu_percent=2.5, goroutines=3)
+    snap = dash.snapshot()
+    assert (snap["memory_usage"], snap["cpu_usage"], snap["goroutines"]) == (1, 2.5, 3)

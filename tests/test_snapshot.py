@@ -1,0 +1,93 @@
+"""build_snapshot is pure: hand-made families in, the Metrics dict out."""
+
+import json
+import math
+from datetime import datetime, timezone
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from hyperdash_otel import SNAPSHOT_FIELDS, build_snapshot
+from hyperdash_otel.stores import Alert, JobRecord
+
+NOW = datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc)
+
+
+def gauge(name, value, **labels):
+    fam = GaugeMetricFamily(name, "", labels=list(labels))
+    fam.add_metric(list(labels.values()), value)
+    return fam
+
+
+def counter(name, *values_and_labels):
+    keys = list(values_and_labels[0][1]) if values_and_labels else []
+    fam = CounterMetricFamily(name, "", labels=keys)
+    for value, labels in values_and_labels:
+        fam.add_metric(list(labels.values()), value)
+    return fam
+
+
+def test_the_originals_example_message():
+    families = [
+        gauge("hyperdash_jobs_active", 5),
+        counter("hyperdash_jobs_completed", (123, {})),
+        counter("hyperdash_jobs_failed", (2, {})),
+        gauge("hyperdash_jobs_pending", 8),
+        gauge("hyperdash_queue_length", 15),
+        counter("hyperdash_http_requests", (45678, {})),
+        counter("hyperdash_http_errors", (23, {})),
+        gauge("hyperdash_http_response_time_seconds", 0.1255),
+        gauge("hyperdash_process_memory_usage_bytes", 2048 * 1024 * 1024),
+        gauge("hyperdash_process_cpu_utilization_percent", 45.2),
+        gauge("hyperdash_process_threads", 1234),
+        gauge("hyperdash_websocket_connections", 3),
+        counter("hyperdash_provider_jobs", (50, {"provider": "aws"}),
+                (30, {"provider": "azure"}), (43, {"provider": "gcp"})),
+    ]
+    snap = build_snapshot(families, [], [], "healthy", now=NOW)
+    assert snap == {
+        "timestamp": "2024-01-15T10:30:00.000Z",
+        "jobs_active": 5, "jobs_completed": 123, "jobs_failed": 2, "jobs_pending": 8,
+        "queue_length": 15, "http_requests": 45678, "http_errors": 23,
+        "avg_response_time": 125.5, "memory_usage": 2048, "cpu_usage": 45.2,
+        "goroutines": 1234, "active_connections": 3,
+        "provider_stats": {"aws": 50, "azure": 30, "gcp": 43},
+        "recent_jobs": [], "system_health": "healthy", "alerts": [], "custom": {},
+    }
+    assert {k: type(snap[k]) for k in SNAPSHOT_FIELDS} == SNAPSHOT_FIELDS
+
+
+def test_empty_registry_gives_zeros_and_empty_lists_never_null():
+    snap = build_snapshot([], [], [], "degraded", now=NOW)
+    assert snap["recent_jobs"] == [] and snap["alerts"] == [] and snap["custom"] == {}
+    assert all(snap[k] == 0 for k in ("jobs_active", "memory_usage", "http_requests"))
+    assert "null" not in json.dumps({k: snap[k] for k in SNAPSHOT_FIELDS})
+
+
+def test_series_of_a_family_are_summed_across_scopes():
+    fam = CounterMetricFamily("hyperdash_jobs_completed", "", labels=["otel_scope_name"])
+    fam.add_metric(["hyperdash"], 10)
+    fam.add_metric(["my-app"], 5)
+    assert build_snapshot([fam], [], [], "healthy", now=NOW)["jobs_completed"] == 15
+
+
+def test_stores_are_rendered_in_order():
+    job = JobRecord(id="j", name="n", status="running", progress=12.5, start_time=NOW,
+                    end_time=None, duration=None, provider="gcp", vm_name="vm", error="")
+    alert = Alert("alert-1", "critical", "boom", NOW)
+    snap = build_snapshot([], [job], [alert], "unhealthy", now=NOW)
+    assert snap["recent_jobs"][0]["progress"] == 12.5
+    assert snap["alerts"] == [{"id": "alert-1", "severity": "critical", "message": "boom",
+                               "timestamp": "2024-01-15T10:30:00.000Z"}]
+
+
+def test_custom_non_finite_values_become_null_so_the_json_stays_valid():
+    snap = build_snapshot([gauge("weird", math.nan), gauge("inf", math.inf, k="v")], [], [],
+                          "healthy", now=NOW)
+    assert snap["custom"] == {"weird": None, "inf": [{"labels": {"k": "v"}, "value": None}]}
+    json.dumps(snap, allow_nan=False)
+
+
+def test_target_info_is_not_custom():
+    snap = build_snapshot([gauge("target_info", 1, service_name="x")], [], [], "healthy",
+                          now=NOW)
+    assert snap["custom"] == {}
