@@ -36,7 +36,8 @@ def _seconds(value: float | timedelta, name: str) -> float:
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be seconds (float) or a timedelta, got {type(value).__name__}")
+        kind = type(value).__name__
+        raise TypeError(f"{name} must be seconds (float) or a timedelta, got {kind}")
     return float(value)
 
 

@@ -265,7 +265,7 @@ class Dashboard:
         """The registry encoded for ``Accept`` (OpenMetrics when asked); (body, content type)."""
         self._sample_system()
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(_Families(self.telemetry.collect())), content_type  # type: ignore[arg-type]
+        return encoder(_Families(self.telemetry.collect())), content_type
 
     def metrics_text(self) -> str:
         """The Prometheus text exposition of the dashboard's registry."""

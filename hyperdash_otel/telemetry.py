@@ -7,6 +7,7 @@ generated from it (:func:`metric_table_markdown`) and a test holds the two toget
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import weakref
@@ -205,7 +206,7 @@ class Telemetry:
                 )
             self._reservation = _NameReservation()
             # Raises ValueError("Duplicated timeseries ...") if a native metric took a name.
-            registry.register(self._reservation)  # type: ignore[arg-type]
+            registry.register(self._reservation)
             _REGISTRIES_IN_USE.add(registry)
         self.registry = registry
         limits: dict[type, int] = {
@@ -259,17 +260,16 @@ class Telemetry:
             self._closed = True
         self.meter_provider.shutdown()
         with _REGISTRIES_LOCK:
-            try:
-                self.registry.unregister(self._reservation)  # type: ignore[arg-type]
-            except KeyError:
-                pass
+            with contextlib.suppress(KeyError):
+                self.registry.unregister(self._reservation)
             _REGISTRIES_IN_USE.discard(self.registry)
 
 
 def metric_table_markdown() -> str:
     """The README's metric table, generated from :data:`METRICS`."""
     rows = [
-        "| snapshot field | OpenTelemetry instrument | kind | unit | Prometheus series | description |",
+        "| snapshot field | OpenTelemetry instrument | kind | unit | Prometheus series "
+        "| description |",
         "|---|---|---|---|---|---|",
     ]
     for m in METRICS:
