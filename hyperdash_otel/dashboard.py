@@ -83,6 +83,9 @@ class Dashboard:
         self._totals = {"jobs_completed": 0, "jobs_failed": 0, "http_requests": 0,
                         "http_errors": 0}
         self._system_pushed = False
+        # Last value set on each of our gauges: an unchanged value skips the OTel call
+        # (each costs several microseconds, and daemons mostly report steady figures).
+        self._gauges: dict[str, float] = {}
         self._sampler = ProcessSampler() if self.config.collect_system_metrics else None
         self._runner: Runner | None = None
         self._initialise_series()
@@ -106,6 +109,11 @@ class Dashboard:
         self._record_health("healthy")
         if self._sampler is not None:
             self._sample_system()
+
+    def _set(self, field: str, value: float) -> None:
+        if self._gauges.get(field) != value:
+            self._instrument(field).set(value)
+            self._gauges[field] = value
 
     def _record_health(self, status: str) -> None:
         gauge = self._instrument("system_health")
@@ -145,7 +153,7 @@ class Dashboard:
             self._advance("jobs_completed", values["jobs_completed"])
             self._advance("jobs_failed", values["jobs_failed"])
             for field in ("jobs_active", "jobs_pending", "queue_length"):
-                self._instrument(field).set(values[field])
+                self._set(field, values[field])
             self._commit_totals({k: values[k] for k in ("jobs_completed", "jobs_failed")})
 
     def update_system_metrics(self, memory_mb: float, cpu_percent: float, goroutines: int) -> None:
@@ -158,9 +166,9 @@ class Dashboard:
             self._record_system(memory * 1024 * 1024, cpu, threads)
 
     def _record_system(self, memory_bytes: float, cpu: float, threads: int) -> None:
-        self._instrument("memory_usage").set(memory_bytes)
-        self._instrument("cpu_usage").set(cpu)
-        self._instrument("goroutines").set(threads)
+        self._set("memory_usage", memory_bytes)
+        self._set("cpu_usage", cpu)
+        self._set("goroutines", threads)
 
     def _sample_system(self) -> None:
         if self._sampler is None or self._system_pushed:
@@ -181,7 +189,7 @@ class Dashboard:
             self._advance("http_requests", totals["http_requests"])
             self._advance("http_errors", totals["http_errors"])
             self._commit_totals(totals)
-            self._instrument("avg_response_time").set(avg_ms / 1000.0)
+            self._set("avg_response_time", avg_ms / 1000.0)
 
     def add_job(self, job: JobInfo) -> None:
         """Add a job, or update the one with the same id in place."""
