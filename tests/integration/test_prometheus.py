@@ -316,8 +316,14 @@ def test_every_dashboard_query_has_an_expectation() -> None:
 
 
 def test_prometheus_scrapes_the_dashboard(scraped: Scraped) -> None:
-    targets = scraped.prometheus.get("/api/v1/targets")["activeTargets"]
-    health = {t["labels"]["instance"]: t["health"] for t in targets}
+    prom = scraped.prometheus
+
+    def scraped_once() -> dict[str, str] | None:
+        targets = prom.get("/api/v1/targets")["activeTargets"]
+        health = {t["labels"]["instance"]: t["health"] for t in targets}
+        return None if "unknown" in health.values() else health
+
+    health = prom.wait_for("both targets to be scraped", scraped_once)
     assert health == {scraped.instance: "up", scraped.dead_instance: "down"}
 
 
