@@ -106,6 +106,9 @@ class Dashboard:
         self._instrument("active_connections").add(0)
         for name in ("hyperdash.tick.errors", "hyperdash.tick.skipped"):
             self.telemetry.instrument(name).add(0)
+        # Start each severity at 0 so that increase() counts the first alert of each.
+        for severity in SEVERITIES:
+            self.telemetry.instrument("hyperdash.alerts.raised").add(0, {"severity": severity})
         self._record_health("healthy")
         if self._sampler is not None:
             self._sample_system()

@@ -85,7 +85,10 @@ def test_exact_exposition_lines_for_each_documented_metric(dash):
     assert series(dash, "hyperdash_provider_jobs_total") == [
         f'hyperdash_provider_jobs_total{{{scope},provider="aws"}} 1.0']
     assert series(dash, "hyperdash_alerts_raised_total") == [
-        f'hyperdash_alerts_raised_total{{{scope},severity="critical"}} 1.0']
+        f'hyperdash_alerts_raised_total{{{scope},severity="critical"}} 1.0',
+        f'hyperdash_alerts_raised_total{{{scope},severity="warning"}} 0.0',
+        f'hyperdash_alerts_raised_total{{{scope},severity="info"}} 0.0',
+    ]
     assert series(dash, "hyperdash_system_health") == [
         f'hyperdash_system_health{{{scope},status="healthy"}} 0.0',
         f'hyperdash_system_health{{{scope},status="degraded"}} 0.0',

@@ -119,8 +119,8 @@ EXPECTED: dict[tuple[str, str], Any] = {
     ("Tick duration", "B"): lambda v: 0 < v <= 2.5,
     ("Tick duration", "C"): non_negative,
     ("Tick duration", "D"): equals(0),
-    # increase() does not count a series' first sample, so of the two warnings only the
-    # second one, raised between scrapes, is seen; extrapolation may round it up.
+    # Every severity starts at 0, so increase() sees the warnings raised between scrapes;
+    # a short range may not cover both, and extrapolation may round up.
     ("Alerts raised", "A"): {"warning": lambda v: v >= 1},
     ("Live connections", "A"): equals(0),
     ("Live connections", "B"): equals(threads),
