@@ -1,7 +1,385 @@
-"""Command line: `hyperdash demo | serve | watch` (filled in by the CLI work)."""
+"""The ``hyperdash`` command: ``demo``, ``serve`` and ``watch``.
+
+Settings come from ``HYPERDASH_*`` environment variables (:meth:`Config.from_env`) with the
+command-line flags winning. A bad argument or variable is one line on stderr and exit code 2;
+a runtime failure (the port is taken, the stream is unreachable) one line and exit code 1.
+``demo`` and ``serve`` print the dashboard's URL, alone on one line of stdout, once the
+socket listens, and end with exit code 0 on Ctrl-C or SIGTERM.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import random
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn, TextIO
 
-def main(argv: list[str] | None = None) -> int:
-    raise SystemExit("hyperdash: the command line is not built yet")
+from . import __version__
+from .config import MIN_UPDATE_INTERVAL, Config
+from .dashboard import Dashboard
+from .demo import (
+    DEFAULT_RATE,
+    DEFAULT_SPEED,
+    DEFAULT_WARMUP,
+    DEFAULT_WORKERS,
+    MAX_RATE,
+    MAX_SPEED,
+    MAX_WARMUP,
+    MAX_WORKERS,
+    DemoSettings,
+    run_demo,
+)
+from .watch import (
+    DEFAULT_BACKLOG,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_RETRIES,
+    WatchOptions,
+    token_from_env,
+    watch,
+)
+
+__all__ = ["build_parser", "main"]
+
+PROG = "hyperdash"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVEL_ENV = "HYPERDASH_LOG_LEVEL"
+
+log = logging.getLogger("hyperdash_otel.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (usage stays behind ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- argument types: each raises ArgumentTypeError with the reason -----------------------------
+
+
+def _number(text: str, kind: type[float] | type[int]) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _ranged(
+    kind: type[float] | type[int], low: float, high: float | None = None, *,
+    low_open: bool = False, unit: str = "",
+) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = _number(text, kind)
+        too_low = value <= low if low_open else value < low
+        if too_low or (high is not None and value > high):
+            lo = f"> {low:g}" if low_open else f">= {low:g}"
+            bound = lo if high is None else f"{lo} and <= {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{unit}, got {text}")
+        return value
+
+    return parse
+
+
+_port = _ranged(int, 0, 65535)
+_interval = _ranged(float, MIN_UPDATE_INTERVAL, unit=" s")
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"must be one of {', '.join(LOG_LEVELS)}, got {text!r}"
+        )
+    return level
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--log-level", type=_log_level, metavar="LEVEL",
+        help=f"debug, info, warning or error (default: ${LOG_LEVEL_ENV} or warning)",
+    )
+
+    server = _Parser(add_help=False)
+    server.add_argument("--host", help="address to bind (default: $HYPERDASH_HOST or 127.0.0.1)")
+    server.add_argument("--port", type=_port,
+                        help="port to bind, 0 for any free one (default: $HYPERDASH_PORT or 8080)")
+    server.add_argument("--interval", type=_interval, metavar="SECONDS",
+                        help="seconds between ticks (default: $HYPERDASH_UPDATE_INTERVAL or 1)")
+
+    parser = _Parser(
+        prog=PROG,
+        description="A live job-monitoring dashboard on OpenTelemetry and Prometheus.",
+        epilog="Every Config field can also be set as HYPERDASH_<FIELD> (HYPERDASH_PORT=9090, "
+               "HYPERDASH_AUTH_TOKEN=...); flags win over the environment.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", parents=[common, server],
+        help="serve a dashboard fed by a simulated VM-export daemon",
+        description="Serve a dashboard fed by a simulated daemon exporting VMs from AWS, Azure "
+                    "and GCP. Prints the URL on stdout, runs until Ctrl-C or SIGTERM.",
+    )
+    demo.add_argument("--rate", type=_ranged(float, 0, MAX_RATE, low_open=True),
+                      default=DEFAULT_RATE, metavar="JOBS",
+                      help=f"export requests per simulated minute (default: {DEFAULT_RATE:g}; "
+                           "scheduled batches come on top)")
+    demo.add_argument("--seed", type=lambda s: _number(s, int),
+                      help="seed of the simulation: the same seed replays the same workload "
+                           "(default: a random one, printed on stderr)")
+    demo.add_argument("--speed", type=_ranged(float, 0, MAX_SPEED, low_open=True),
+                      default=DEFAULT_SPEED, metavar="FACTOR",
+                      help=f"simulated seconds per real second (default: {DEFAULT_SPEED:g})")
+    demo.add_argument("--warmup", type=_ranged(float, 0, MAX_WARMUP, unit=" s"),
+                      default=DEFAULT_WARMUP, metavar="SECONDS",
+                      help="simulated seconds run before serving, so the first page has "
+                           f"history (default: {DEFAULT_WARMUP:g})")
+    demo.add_argument("--workers", type=_ranged(int, 1, MAX_WORKERS),
+                      default=DEFAULT_WORKERS, metavar="N",
+                      help=f"exports running at once (default: {DEFAULT_WORKERS})")
+
+    commands.add_parser(
+        "serve", parents=[common, server],
+        help="serve an empty dashboard (no workload), for checks and embedding trials",
+        description="Serve a dashboard with no workload. Prints the URL on stdout, runs until "
+                    "Ctrl-C or SIGTERM.",
+    )
+
+    w = commands.add_parser(
+        "watch", parents=[common],
+        help="follow a dashboard's stream in the terminal",
+        description="Print one line per tick from a dashboard's WebSocket stream (or the raw "
+                    "JSON with --json). A first connection that fails ends the watch at once "
+                    "(unless --wait); a dropped connection is retried with backoff. Sends "
+                    "$HYPERDASH_AUTH_TOKEN as a bearer token when set. Exit codes: 0 done "
+                    "(--once, --count, Ctrl-C), 1 connection error, 2 bad arguments.",
+    )
+    w.add_argument("url", metavar="URL",
+                   help="the dashboard (http://host:port) or its stream (ws://host:port/ws)")
+    w.add_argument("--json", action="store_true",
+                   help="print each message as received, one JSON object a line")
+    stop = w.add_mutually_exclusive_group()
+    stop.add_argument("--once", action="store_true",
+                      help="print the newest snapshot and exit")
+    stop.add_argument("--count", type=_ranged(int, 1), metavar="N",
+                      help="exit after printing N messages")
+    w.add_argument("--backlog", type=_ranged(int, 0), default=DEFAULT_BACKLOG, metavar="N",
+                   help="replayed snapshots to print on connect (default: "
+                        f"{DEFAULT_BACKLOG}, the newest)")
+    w.add_argument("--max-retries", type=_ranged(int, 0), default=DEFAULT_MAX_RETRIES,
+                   metavar="N",
+                   help="failed reconnection attempts in a row before giving up (default: "
+                        f"{DEFAULT_MAX_RETRIES}; 0 ends the watch when the stream drops)")
+    w.add_argument("--wait", action="store_true",
+                   help="retry the first connection too (start before the server)")
+    w.add_argument("--connect-timeout", type=_ranged(float, 0, low_open=True, unit=" s"),
+                   default=DEFAULT_CONNECT_TIMEOUT, metavar="SECONDS",
+                   help=f"per attempt (default: {DEFAULT_CONNECT_TIMEOUT:g})")
+    w.add_argument("--no-color", action="store_true",
+                   help="never color the health (default: color on a terminal unless "
+                        "$NO_COLOR is set)")
+    return parser
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def _setup_logging(level: str | None) -> None:
+    name = level or os.environ.get(LOG_LEVEL_ENV, "").strip().lower() or "warning"
+    if name not in LOG_LEVELS:
+        name = "warning"
+    logging.basicConfig(
+        level=getattr(logging, name.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _config(args: argparse.Namespace, command: str, err: TextIO) -> Config | None:
+    overrides: dict[str, Any] = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.interval is not None:
+        overrides["update_interval"] = args.interval
+    try:
+        config = Config.from_env(**overrides)
+    except (ValueError, TypeError) as exc:
+        err.write(f"{PROG} {command}: error: {exc}\n")
+        return None
+    if not config.enabled:
+        err.write(f"{PROG} {command}: error: the dashboard is disabled (HYPERDASH_ENABLED)\n")
+        return None
+    return config
+
+
+def _run_until_signalled(body: Callable[[asyncio.Event], Awaitable[int]]) -> int:
+    """Run ``body(stop)`` on a fresh loop; SIGINT or SIGTERM sets ``stop``.
+
+    After the first signal the handlers are removed, so a second Ctrl-C interrupts a
+    shutdown that hangs.
+    """
+
+    async def runner() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        installed: list[signal.Signals] = []
+
+        def on_signal() -> None:
+            stop.set()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            installed.clear()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, on_signal)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+                pass
+        try:
+            return await body(stop)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    try:
+        return asyncio.run(runner())
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+
+
+def _listen_error(command: str, config: Config, exc: OSError, err: TextIO) -> int:
+    reason = str(exc.strerror or exc).removeprefix(f"{PROG}: ")
+    if not reason.startswith("cannot listen"):
+        reason = f"cannot listen on {config.host}:{config.port}: {reason}"
+    err.write(f"{PROG} {command}: {reason}\n")
+    return 1
+
+
+def _print_url(dashboard: Dashboard, out: TextIO) -> None:
+    out.write(f"{dashboard.url}\n")
+    out.flush()
+
+
+def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    config = _config(args, "demo", err)
+    if config is None:
+        return 2
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    settings = DemoSettings(seed=seed, rate=args.rate, workers=args.workers,
+                            speed=args.speed, warmup=args.warmup)
+
+    def ready(dashboard: Dashboard) -> None:
+        _print_url(dashboard, out)
+        err.write(
+            f"{PROG} demo: a simulated VM-export daemon (seed {seed}, {settings.rate:g} jobs/min, "
+            f"{settings.workers} workers, speed {settings.speed:g}x); Ctrl-C to stop\n"
+        )
+        err.flush()
+
+    async def body(stop: asyncio.Event) -> int:
+        steps = await run_demo(config, settings, stop, ready)
+        log.info("demo stopped after %d steps", steps)
+        return 0
+
+    try:
+        return _run_until_signalled(body)
+    except OSError as exc:
+        return _listen_error("demo", config, exc, err)
+
+
+async def _serve(config: Config, stop: asyncio.Event, out: TextIO) -> int:
+    dashboard = Dashboard(config)
+    try:
+        async with dashboard:
+            _print_url(dashboard, out)
+            await stop.wait()
+    finally:
+        dashboard.close()
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    config = _config(args, "serve", err)
+    if config is None:
+        return 2
+    try:
+        return _run_until_signalled(lambda stop: _serve(config, stop, out))
+    except OSError as exc:
+        return _listen_error("serve", config, exc, err)
+
+
+def _cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    color = not args.no_color and not args.json and "NO_COLOR" not in os.environ
+    options = WatchOptions(
+        raw_json=args.json,
+        count=1 if args.once else args.count,
+        backlog=args.backlog,
+        max_retries=args.max_retries,
+        wait=args.wait,
+        connect_timeout=args.connect_timeout,
+        token=token_from_env(),
+        color=color and out.isatty(),
+    )
+
+    async def body(stop: asyncio.Event) -> int:
+        task = asyncio.ensure_future(watch(args.url, options, out=out, err=err))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return 0  # stopped by a signal: the normal way to end a watch
+
+    return _run_until_signalled(body)
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader went away (``| head``): stop without a traceback or a flush error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = {
+    "demo": _cmd_demo,
+    "serve": _cmd_serve,
+    "watch": _cmd_watch,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hyperdash`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error("choose a command: demo, serve or watch")
+    _setup_logging(args.log_level)
+    try:
+        return COMMANDS[args.command](args, sys.stdout, sys.stderr)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
