@@ -73,6 +73,7 @@ export class Connection {
     this.state = "idle";
     this.stopped = true;
     this.socketsOpened = 0;
+    this.messagesReceived = 0;
     this.lastMessageAt = 0;
     this.lastStamp = null;
     this.tickMs = null;
@@ -104,12 +105,13 @@ export class Connection {
     this.open();
   }
 
-  /** Numbers for tests and the console: sockets ever opened and whether one is current. */
+  /** Numbers for tests and the console: sockets ever opened, whether one is current. */
   stats() {
     return {
       state: this.state,
       attempt: this.attempt,
       socketsOpened: this.socketsOpened,
+      messagesReceived: this.messagesReceived,
       hasSocket: this.socket !== null,
       retryPending: this.retryTimer !== null,
     };
@@ -159,6 +161,7 @@ export class Connection {
       return; // not ours to render; the next tick will do
     }
     if (metrics === null || typeof metrics !== "object" || Array.isArray(metrics)) return;
+    this.messagesReceived += 1;
     this.learnTick(metrics.timestamp);
     this.onMessage(metrics);
   }
@@ -179,23 +182,23 @@ export class Connection {
     return Math.max(MIN_STALE_MS, STALE_AFTER_TICKS * (this.tickMs || 0));
   }
 
-  armWatchdog() {
+  armWatchdog(delay = this.staleAfterMs()) {
     this.clearWatchdog();
-    const period = this.staleAfterMs();
     this.watchdogTimer = this.timers.setTimeout(() => {
       this.watchdogTimer = null;
       if (!this.socket || this.stopped) return;
       const silentFor = this.now() - this.lastMessageAt;
-      if (silentFor >= this.staleAfterMs()) {
-        const socket = this.socket;
-        this.socket = null;
-        detach(socket);
-        socket.close(4000, "no data");
-        this.scheduleRetry();
-      } else {
-        this.armWatchdog();
+      const limit = this.staleAfterMs();
+      if (silentFor < limit) {
+        this.armWatchdog(limit - silentFor);
+        return;
       }
-    }, period);
+      const socket = this.socket;
+      this.socket = null;
+      detach(socket);
+      socket.close(4000, "no data");
+      this.scheduleRetry();
+    }, delay);
   }
 
   clearWatchdog() {

@@ -45,6 +45,7 @@ export function updateDashboard(metrics) {
 const MAX_PENDING = 200;
 const pending = [];
 let frame = 0;
+let received = 0;
 
 function flush() {
   frame = 0;
@@ -52,9 +53,12 @@ function flush() {
   if (batch.length === 0) return;
   for (let i = 0; i < batch.length - 1; i += 1) recordHistory(batch[i]);
   updateDashboard(batch[batch.length - 1]);
+  // Messages received and now on the page: tests wait on this instead of sleeping.
+  document.body.dataset.messages = String(received);
 }
 
 function receive(metrics) {
+  received += 1;
   pending.push(metrics);
   if (pending.length > MAX_PENDING) pending.splice(0, pending.length - MAX_PENDING);
   if (frame === 0) frame = requestAnimationFrame(flush);
