@@ -37,6 +37,7 @@ from tornado.websocket import WebSocketClientConnection, WebSocketError, websock
 __all__ = [
     "WatchError",
     "WatchOptions",
+    "arrived_live",
     "backoff_delay",
     "format_line",
     "token_from_env",
@@ -160,8 +161,9 @@ def _number(snapshot: Mapping[str, Any], key: str) -> float | None:
     return float(value)
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _fmt(value: float | None, width: int, decimals: int = 0) -> str:
+    """Right-aligned in ``width`` columns; ``-`` (aligned too) when missing."""
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{decimals}f}"
 
 
 def _clock(timestamp: object) -> str:
@@ -194,12 +196,12 @@ def format_line(snapshot: Mapping[str, Any], *, color: bool = False) -> str:
         health_text = f"\x1b[{HEALTH_COLORS[health_text]}m{health_text}\x1b[0m"
     line = (
         f"{_clock(snapshot.get('timestamp'))}"
-        f"  active {_fmt(_number(snapshot, 'jobs_active'), '>3.0f')}"
-        f"  completed {_fmt(_number(snapshot, 'jobs_completed'), '>6.0f')}"
-        f"  failed {_fmt(_number(snapshot, 'jobs_failed'), '>4.0f')}"
-        f"  queue {_fmt(_number(snapshot, 'queue_length'), '>4.0f')}"
-        f"  cpu {_fmt(_number(snapshot, 'cpu_usage'), '>5.1f')}%"
-        f"  mem {_fmt(_number(snapshot, 'memory_usage'), '>6.0f')} MB"
+        f"  active {_fmt(_number(snapshot, 'jobs_active'), 3)}"
+        f"  completed {_fmt(_number(snapshot, 'jobs_completed'), 6)}"
+        f"  failed {_fmt(_number(snapshot, 'jobs_failed'), 4)}"
+        f"  queue {_fmt(_number(snapshot, 'queue_length'), 4)}"
+        f"  cpu {_fmt(_number(snapshot, 'cpu_usage'), 5, 1)}%"
+        f"  mem {_fmt(_number(snapshot, 'memory_usage'), 6)} MB"
         f"  {health_text}"
     )
     alerts = snapshot.get("alerts")
@@ -329,34 +331,71 @@ async def _connect(target: str, options: WatchOptions) -> WebSocketClientConnect
         raise _describe_connect_error(target, exc) from exc
 
 
+def _epoch(snapshot: dict[str, Any] | None) -> float | None:
+    ts = snapshot.get("timestamp") if snapshot else None
+    if not isinstance(ts, str):
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def arrived_live(timestamp_gap: float, arrival_gap: float) -> bool:
+    """Whether a message came at the stream's pace rather than in the replay burst.
+
+    Replayed snapshots are ticks apart in time but arrive back to back; live ones arrive
+    about as far apart as their timestamps. Only differences are compared, so the server's
+    clock may be off from ours.
+
+    >>> arrived_live(1.0, 0.002), arrived_live(1.0, 0.97), arrived_live(0.0, 0.5)
+    (False, True, False)
+    """
+    return timestamp_gap > 0 and arrival_gap >= 0.5 * timestamp_gap
+
+
+Parsed = tuple[str, "dict[str, Any] | None"]
+
+
 async def _read_replay(
-    conn: WebSocketClientConnection, loop: asyncio.AbstractEventLoop
-) -> tuple[list[str | bytes], bool]:
-    """The burst of messages sent on connect; (messages, still open)."""
-    burst: list[str | bytes] = []
+    conn: WebSocketClientConnection, printer: _Printer
+) -> tuple[list[Parsed], Parsed | None, bool]:
+    """Split what arrives on connect into (replayed history, first live message, still open).
+
+    The replay is over at the first message that arrives at the stream's pace, at a pause
+    of :data:`REPLAY_QUIET`, or at the bounds on its length.
+    """
+    loop = asyncio.get_running_loop()
+    burst: list[Parsed] = []
     deadline = loop.time() + REPLAY_MAX_SECONDS
+    previous: tuple[float, float] | None = None  # (timestamp, arrival) of the last message
     while len(burst) < REPLAY_MAX_MESSAGES and loop.time() < deadline:
         try:
             message = await asyncio.wait_for(conn.read_message(), REPLAY_QUIET)
         except asyncio.TimeoutError:
-            return burst, True
+            return burst, None, True
         if message is None:
-            return burst, False
-        burst.append(message)
-    return burst, True
+            return burst, None, False
+        arrival = loop.time()
+        parsed = printer.parse(message)
+        stamp = _epoch(parsed[1])
+        if stamp is not None:
+            if previous is not None and arrived_live(stamp - previous[0], arrival - previous[1]):
+                return burst, parsed, True
+            previous = (stamp, arrival)
+        burst.append(parsed)
+    return burst, None, True
 
 
 async def _stream(
     conn: WebSocketClientConnection, printer: _Printer, first: bool
 ) -> None:
     """Print until the stream ends or ``count`` is reached."""
-    loop = asyncio.get_running_loop()
-    burst, open_ = await _read_replay(conn, loop)
-    parsed = [printer.parse(m) for m in burst]
+    replay, live, open_ = await _read_replay(conn, printer)
     if first:
         backlog = printer.options.backlog
-        parsed = parsed[-backlog:] if backlog else []
-    for text, snapshot in parsed:
+        replay = replay[-backlog:] if backlog else []
+    for text, snapshot in replay + ([live] if live else []):
         if printer.is_new(snapshot):
             printer.emit(text, snapshot)
     while open_ and not printer.done:
