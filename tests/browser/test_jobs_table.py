@@ -89,6 +89,14 @@ def test_duration_format(ui, dash, seconds, shown):
     assert ui.page.text_content('#jobs-body tr[data-job-id="d"] .col-duration') == shown
 
 
+def test_a_job_not_yet_started_has_no_duration_or_start(ui, dash):
+    dash.add_job(JobInfo(id="p", name="queued", status="pending", provider="aws", vm_name="p"))
+    ui.open()
+    row = ui.page.locator('#jobs-body tr[data-job-id="p"]')
+    assert row.locator(".col-duration").text_content() == "\u2014"
+    assert row.locator(".col-start").text_content() == "\u2014"
+
+
 def test_start_time_is_shown_in_the_viewers_time_zone(dash, new_page, make_ui):
     started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     dash.add_job(JobInfo(id="tz", name="tz", status="running", progress=5, provider="aws",

@@ -97,3 +97,7 @@ def test_token_in_page_url_is_passed_to_the_websocket(start_dashboard, new_page,
         f"ws://127.0.0.1:{dash.port}/ws?token={token}"
     ]
     assert ui.page.get_attribute("#connection-status", "data-state") == "live"
+    # The footer's links to protected endpoints carry the token as well.
+    href = ui.page.locator("#link-snapshot").evaluate("(a) => a.href")
+    assert href == f"http://127.0.0.1:{dash.port}/api/metrics?token={token}"
+    assert ui.page.request.get(href).status == 200

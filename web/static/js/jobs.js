@@ -88,9 +88,11 @@ function fillRow(parts, job) {
 
   setText(parts.provider, text(job.provider));
   setText(parts.vm, text(job.vm_name));
-  setText(parts.duration, formatDuration(job.duration));
-
   const started = parseTime(job.start_time);
+  // A job that has not started has no duration yet (the server may still send 0).
+  const notStarted = started === null && !(Number(job.duration) > 0);
+  setText(parts.duration, notStarted ? "\u2014" : formatDuration(job.duration));
+
   setText(parts.start, formatLocalTime(job.start_time));
   if (started === null) {
     parts.start.removeAttribute("datetime");

@@ -70,7 +70,19 @@ const connection = new Connection({
   onState: showConnection,
 });
 
+// With `?token=` in the page URL, links to the token-protected endpoints carry it too.
+function keepToken() {
+  const token = new URL(window.location.href).searchParams.get("token");
+  if (!token) return;
+  for (const link of document.querySelectorAll("a[data-keep-token]")) {
+    const url = new URL(link.getAttribute("href"), window.location.href);
+    url.searchParams.set("token", token);
+    link.href = url.toString();
+  }
+}
+
 function start() {
+  keepToken();
   startClock();
   initAlerts();
   initCharts();
