@@ -1,0 +1,117 @@
+"""The composition root: where the page's files are, the routing table, the Application."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+
+from .handlers import (
+    MAX_INCOMING_MESSAGE,
+    HealthHandler,
+    JobHandler,
+    JobsHandler,
+    MetricsApiHandler,
+    NotFoundHandler,
+    PageHandler,
+    PrometheusHandler,
+    ServerContext,
+    StaticHandler,
+    StreamHandler,
+)
+from .security import redact_token
+
+__all__ = ["PING_INTERVAL", "PING_TIMEOUT", "Assets", "make_app", "routes"]
+
+access_log = logging.getLogger("hyperdash_otel.access")
+
+PING_INTERVAL = 20.0
+"""Seconds between WebSocket pings; a peer that misses the pong for as long is closed."""
+PING_TIMEOUT = 20.0
+
+_PACKAGE_WEB = Path(__file__).resolve().parent.parent / "web"
+_CHECKOUT_WEB = Path(__file__).resolve().parent.parent.parent / "web"
+
+
+@dataclass(frozen=True)
+class Assets:
+    """Where the page, its static files and Chart.js are.
+
+    An installed wheel carries them inside the package (``hyperdash_otel/web``, Chart.js
+    in ``static/vendor``); a checkout has them in ``web/`` at the repository root, with
+    Chart.js where ``npm ci`` put it. The package directory wins when both exist.
+    """
+
+    templates: Path
+    static: Path
+    chart_js: Path
+
+    @classmethod
+    def locate(cls, package_web: Path = _PACKAGE_WEB, checkout_web: Path = _CHECKOUT_WEB
+               ) -> Assets:
+        if package_web.is_dir():
+            static = package_web / "static"
+            return cls(package_web / "templates", static, static / "vendor" / "chart.umd.js")
+        return cls(
+            checkout_web / "templates",
+            checkout_web / "static",
+            checkout_web / "node_modules" / "chart.js" / "dist" / "chart.umd.js",
+        )
+
+    @property
+    def page(self) -> Path:
+        return self.templates / "index.html"
+
+
+def routes(ctx: ServerContext, assets: Assets) -> list[tuple[str, type, dict[str, Any]]]:
+    """The routing table: every endpoint the server answers."""
+    c = {"ctx": ctx}
+    return [
+        (r"/", PageHandler, c),
+        (r"/api/metrics", MetricsApiHandler, c),
+        (r"/api/jobs", JobsHandler, c),
+        (r"/api/jobs/([^/]+)", JobHandler, c),
+        (r"/metrics", PrometheusHandler, c),
+        (r"/healthz", HealthHandler, c),
+        (r"/ws", StreamHandler, c),
+        (r"/static/vendor/(chart\.umd\.js)", StaticHandler,
+         {"ctx": ctx, "path": str(assets.chart_js.parent)}),
+        (r"/static/(.*)", StaticHandler, {"ctx": ctx, "path": str(assets.static)}),
+    ]
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log line, minus any ``?token=`` value."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):
+        request = handler.request
+        access_log.log(
+            level, "%d %s %s (%s) %.2fms", status, request.method,
+            redact_token(request.uri or ""), request.remote_ip,
+            1000.0 * request.request_time(),
+        )
+
+
+def make_app(
+    ctx: ServerContext,
+    assets: Assets | None = None,
+    *,
+    ping_interval: float = PING_INTERVAL,
+    ping_timeout: float = PING_TIMEOUT,
+) -> tornado.web.Application:
+    assets = assets or Assets.locate()
+    return tornado.web.Application(
+        routes(ctx, assets),
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"ctx": ctx},
+        compress_response=True,
+        websocket_ping_interval=ping_interval,
+        websocket_ping_timeout=min(ping_timeout, ping_interval),
+        websocket_max_message_size=MAX_INCOMING_MESSAGE,
+        log_function=_log_request,
+        serve_traceback=False,
+    )

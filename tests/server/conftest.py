@@ -1,0 +1,185 @@
+"""Real servers on 127.0.0.1, any free port, and clients that close what they open."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from hyperdash_otel import Dashboard
+from hyperdash_otel.server.handlers import ServerContext
+from hyperdash_otel.server.runner import Runner
+from hyperdash_otel.server.stream import Frame
+
+TICK = 0.05
+MANUAL = 3600.0
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.005)
+
+
+class Response:
+    def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Served:
+    """A dashboard serving from its own thread, and ways to talk to it."""
+
+    def __init__(self, dash: Dashboard) -> None:
+        self.dash = dash
+        self.clients: list[ClientConnection] = []
+
+    @property
+    def port(self) -> int:
+        assert self.dash.port is not None
+        return self.dash.port
+
+    @property
+    def runner(self) -> Runner:
+        runner = self.dash._runner
+        assert runner is not None
+        return runner
+
+    @property
+    def ctx(self) -> ServerContext:
+        ctx = self.runner.context
+        assert ctx is not None
+        return ctx
+
+    def on_loop(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        """Run ``coro`` on the server's loop and wait for its result."""
+        session = self.runner._session
+        assert session is not None
+        return asyncio.run_coroutine_threadsafe(coro, session.loop).result(timeout)
+
+    def tick(self) -> Frame:
+        """One tick now (for servers started with a long ``update_interval``)."""
+        frame = self.on_loop(self.ctx.ticker.tick())
+        assert frame is not None
+        return frame
+
+    def request(
+        self, path: str, method: str = "GET", headers: dict[str, str] | None = None
+    ) -> Response:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, headers=headers or {})
+            resp = conn.getresponse()
+            return Response(resp.status, resp.headers, resp.read())
+        finally:
+            conn.close()
+
+    def ws(self, path: str = "/ws", **kwargs: Any) -> ClientConnection:
+        kwargs.setdefault("proxy", None)
+        kwargs.setdefault("compression", None)
+        kwargs.setdefault("open_timeout", 10)
+        kwargs.setdefault("close_timeout", 2)
+        kwargs.setdefault("legacy", True)  # a plain call, closed by the fixture
+        client: ClientConnection = connect(f"ws://127.0.0.1:{self.port}{path}", **kwargs)
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+@pytest.fixture
+def serve(make_dashboard: Callable[..., Dashboard]) -> Iterator[Callable[..., Served]]:
+    """``serve(**config)``: a started dashboard (ticking every 50 ms unless told).
+
+    ``runner={...}`` passes keyword arguments to the Runner (ping timings). With
+    ``update_interval=MANUAL`` the server ticks once at start, then only on ``tick()``.
+    """
+    made: list[Served] = []
+
+    def start(*, runner: dict[str, Any] | None = None, **config: Any) -> Served:
+        config.setdefault("update_interval", TICK)
+        served = Served(make_dashboard(**config))
+        if runner is not None:
+            served.dash._runner = Runner(served.dash, **runner)
+        served.dash.start_in_thread()
+        if config["update_interval"] == MANUAL:
+            wait_until(lambda: served.ctx.ticker.ticks >= 1, what="the first tick")
+        made.append(served)
+        return served
+
+    yield start
+    for served in made:
+        served.close()
+        served.dash.stop()
+
+
+@pytest.fixture
+def wait() -> Callable[..., Any]:
+    """``wait(predicate, timeout=5.0)``: poll until truthy (never a bare sleep)."""
+    return wait_until
+
+
+@pytest.fixture
+def raw_ws() -> Iterator[Callable[..., tuple[socket.socket, bytes]]]:
+    """``raw_ws(port, rcvbuf=None, headers=None)``: a hand-made WebSocket client socket."""
+    opened: list[socket.socket] = []
+
+    def open_(port: int, **kwargs: Any) -> tuple[socket.socket, bytes]:
+        sock, head = raw_upgrade(port, **kwargs)
+        opened.append(sock)
+        return sock, head
+
+    yield open_
+    for sock in opened:
+        sock.close()
+
+
+def raw_upgrade(port: int, *, rcvbuf: int | None = None, path: str = "/ws",
+                headers: dict[str, str] | None = None) -> tuple[socket.socket, bytes]:
+    """A WebSocket handshake by hand on a plain socket; returns it and the response head.
+
+    ``rcvbuf`` shrinks the socket's receive buffer before connecting (so the TCP window
+    the server sees is that small), for clients that stop reading.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        head += chunk
+    return sock, head
