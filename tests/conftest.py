@@ -30,3 +30,9 @@ def make_dashboard() -> Iterator:
 def dash(make_dashboard) -> Dashboard:
     """A dashboard without psutil sampling, so its snapshot is a function of the calls."""
     return make_dashboard()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests last: Playwright's sync API keeps an event loop running in the main
+    thread while its browser is open, and ``asyncio.run`` in a later test would fail."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
