@@ -249,14 +249,27 @@ class DashboardPage:
 
     def open(self, query: str = "") -> Any:
         response = self.page.goto(self.url + query)
-        self.wait_state("live")
-        self.wait_messages(1)
+        self.wait_fresh()
         return response
 
     def reload(self) -> None:
         self.page.reload()
-        self.wait_state("live")
-        self.wait_messages(1)
+        self.wait_fresh()
+
+    def wait_fresh(self, timeout: float = WAIT_MS) -> None:
+        """Wait until the socket is live and the page shows a tick made after it opened.
+
+        The history replayed on connect is older (its viewer count, for one, predates this
+        page), so counting messages alone could stop inside the replay.
+        """
+        self.page.wait_for_function(
+            """() => {
+                 const s = window.hyperdash.connection.stats();
+                 return s.state === "live" && s.openedAt !== null
+                   && Number(document.body.dataset.timestamp || 0) >= s.openedAt;
+               }""",
+            timeout=timeout,
+        )
 
     def state(self) -> str:
         return str(self.page.get_attribute("#connection-status", "data-state"))

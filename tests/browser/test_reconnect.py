@@ -33,8 +33,8 @@ def test_server_restart_on_same_port(start_dashboard, new_page, make_ui, browser
     second = start_dashboard(port=port)
     second.update_job_metrics(9, 8, 1, 0, 0)
     ui.dash = second
-    ui.wait_state("live", timeout=20_000)
-    ui.wait_ticks(3)
+    ui.wait_fresh(timeout=20_000)
+    ui.wait_ticks(2)
 
     assert ui.card("jobs-active") == "9"  # updates resumed, from the new server
     assert len(browser_log.open_sockets()) == 1
@@ -58,8 +58,8 @@ def test_dropped_socket_refills_from_history_without_duplicates(ui, browser_log)
     # retained history (mostly points the chart already has) on the next connect.
     ui.page.evaluate("() => window.hyperdash.connection.socket.close()")
     ui.wait_state("reconnecting")
-    ui.wait_state("live")
-    ui.wait_ticks(3)
+    ui.wait_fresh()
+    ui.wait_ticks(2)
 
     after = ui.timeline_x()
     assert_unique_and_sorted(after)

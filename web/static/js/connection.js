@@ -74,6 +74,7 @@ export class Connection {
     this.stopped = true;
     this.socketsOpened = 0;
     this.messagesReceived = 0;
+    this.openedAt = null;
     this.lastMessageAt = 0;
     this.lastStamp = null;
     this.tickMs = null;
@@ -112,6 +113,7 @@ export class Connection {
       attempt: this.attempt,
       socketsOpened: this.socketsOpened,
       messagesReceived: this.messagesReceived,
+      openedAt: this.openedAt,
       hasSocket: this.socket !== null,
       retryPending: this.retryTimer !== null,
     };
@@ -134,7 +136,8 @@ export class Connection {
     socket.onopen = () => {
       if (socket !== this.socket) return;
       this.attempt = 0;
-      this.lastMessageAt = this.now();
+      this.openedAt = this.now();
+      this.lastMessageAt = this.openedAt;
       this.setState("live");
     };
     socket.onmessage = (event) => {

@@ -52,9 +52,12 @@ function flush() {
   const batch = pending.splice(0, pending.length);
   if (batch.length === 0) return;
   for (let i = 0; i < batch.length - 1; i += 1) recordHistory(batch[i]);
-  updateDashboard(batch[batch.length - 1]);
-  // Messages received and now on the page: tests wait on this instead of sleeping.
+  const latest = batch[batch.length - 1];
+  updateDashboard(latest);
+  // What is on the page now, for tests to wait on instead of sleeping: how many messages,
+  // and the server time of the newest (ms).
   document.body.dataset.messages = String(received);
+  document.body.dataset.timestamp = String(Date.parse(latest.timestamp) || 0);
 }
 
 function receive(metrics) {
