@@ -18,6 +18,7 @@ The pieces that need no network, :func:`ws_url`, :func:`format_line` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -407,6 +408,27 @@ async def _stream(
             printer.emit(text, snapshot)
 
 
+CLOSE_WAIT = 1.0
+"""Seconds the close handshake may take before the socket is cut."""
+
+
+async def _close(conn: WebSocketClientConnection) -> None:
+    """Close, and wait (bounded) until the socket really is closed, so none outlives us."""
+    protocol = conn.protocol
+    stream = None if protocol is None else protocol.stream
+    conn.close(1000)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLOSE_WAIT
+    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+        # Messages still queued are drained: the server's close frame comes after them.
+        for _ in range(REPLAY_MAX_MESSAGES):
+            remaining = deadline - loop.time()
+            if remaining <= 0 or await asyncio.wait_for(conn.read_message(), remaining) is None:
+                break
+    if stream is not None and not stream.closed():
+        stream.close()
+
+
 async def watch(
     url: str,
     options: WatchOptions | None = None,
@@ -456,7 +478,7 @@ async def watch(
         try:
             await _stream(conn, printer, first=not connected_before)
         finally:
-            conn.close()
+            await _close(conn)
         connected_before = True
         if printer.done:
             return 0

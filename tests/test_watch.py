@@ -215,21 +215,68 @@ def wait_for_ticks(dash: Dashboard, ticks: int, timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("interval", [0.05, 0.3])
-def test_backlog_prints_the_newest_replayed_snapshots(
-    served: Callable[..., Dashboard], interval: float
+class FakeStream:
+    """Stands in for a WebSocket connection: messages are read from a queue the test feeds."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.reads = 0
+
+    def read_message(self) -> Any:
+        self.reads += 1
+        return self.queue.get()
+
+
+def tick(second: int, active: int) -> str:
+    return json.dumps({"timestamp": f"2026-11-25T18:30:{second:02d}.000Z", "jobs_active": active})
+
+
+@pytest.mark.parametrize(("first", "backlog", "printed"), [
+    (True, 3, [7, 8, 9, 10]),   # the newest three of the replay, then the live one
+    (True, 0, [10]),
+    (True, 20, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
+    (False, 3, [6, 7, 8, 9, 10]),  # after a reconnect: whatever was not printed yet
+])
+def test_the_replay_is_trimmed_to_the_backlog_then_live_ticks_follow(
+    first: bool, backlog: int, printed: list[int]
 ) -> None:
-    dash = served(update_interval=interval)
-    wait_for_ticks(dash, 12 if interval < 0.1 else 5)
+    from hyperdash_otel.watch import _Printer, _stream  # the replay logic, without a network
+
+    async def main() -> list[int]:
+        conn = FakeStream()
+        out, err = Lines(), Lines()
+        printer = _Printer(out, WatchOptions(raw_json=True, backlog=backlog), err)
+        if not first:
+            printer.last_timestamp = "2026-11-25T18:30:05.000Z"
+        for second in range(1, 10):  # nine ticks a second apart, all there at once
+            conn.queue.put_nowait(tick(second, second))
+        task = asyncio.ensure_future(_stream(conn, printer, first))  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        # Nine reads of the replay, one that found the stream quiet, one waiting for more:
+        # the replay is over.
+        while conn.reads < 11:
+            assert loop.time() < deadline, conn.reads
+            await asyncio.sleep(0.01)
+        conn.queue.put_nowait(tick(10, 10))  # the first live tick
+        conn.queue.put_nowait(None)  # and the stream ends
+        await asyncio.wait_for(task, 10)
+        return [json.loads(line)["jobs_active"] for line in out.lines()]
+
+    assert asyncio.run(main()) == printed
+
+
+def test_backlog_prints_the_newest_replayed_snapshots(served: Callable[..., Dashboard]) -> None:
+    dash = served(update_interval=0.2)
+    wait_for_ticks(dash, 12)
     connected = time.time()
     code, out, _ = run_watch(str(dash.url), count=4, backlog=3, raw_json=True)
     assert code == 0
     stamps = [datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00"))
               .timestamp() for line in out]
     assert stamps == sorted(stamps) and len(set(stamps)) == 4
-    # Three come from before we connected, and they are the newest three of the history.
-    assert sum(s < connected for s in stamps) >= 3
-    assert connected - stamps[2] < interval * 2 + 0.1
+    # The newest of the history, not its oldest (those are over 2 s old by now).
+    assert stamps[0] > connected - 1.2
 
 
 def test_backlog_zero_prints_live_ticks_only(served: Callable[..., Dashboard]) -> None:
