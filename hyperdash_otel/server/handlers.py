@@ -112,6 +112,7 @@ class _Common(RequestHandler):
         self.ctx = ctx
 
     def set_default_headers(self) -> None:
+        self.clear_header("Server")  # no version banner for scanners
         for name, value in SECURITY_HEADERS:
             self.set_header(name, value)
 

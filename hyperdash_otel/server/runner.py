@@ -265,8 +265,13 @@ class Runner:
         if session is not None:
             if threading.get_ident() == session.thread_id:
                 session.stop_requested.set()
+            elif session.loop.is_closed():
+                # Its loop ended without letting the server shut down: nothing can run the
+                # cleanup any more; forget the session so the dashboard can start again.
+                self._session = None
+                self.port = None
             else:
-                with contextlib.suppress(RuntimeError):  # the loop has already closed
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                     session.loop.call_soon_threadsafe(session.stop_requested.set)
                 if not session.done.wait(STOP_TIMEOUT):
                     log.warning("hyperdash: server did not stop within %.0fs", STOP_TIMEOUT)

@@ -35,6 +35,7 @@ def test_every_response_carries_the_security_headers(serve: Callable[..., Any], 
     assert resp.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert resp.headers["Referrer-Policy"] == "no-referrer"
+    assert "Server" not in resp.headers
 
 
 def test_api_metrics_is_the_last_tick_byte_for_byte(serve: Callable[..., Any], wait: Any
