@@ -6,9 +6,6 @@ overrides the path); ``playwright install`` is never needed. A missing browser o
 is handled here and only here: the tests are skipped with the reason, except on CI
 (``CI=true``), where they fail, so an image without chromium cannot pass by skipping.
 
-The wheel test also builds the wheel; if that is impossible (no hatchling, offline), the same
-rule applies.
-
 Each test gets its own dashboard (any free port), its own browser context (fresh
 localStorage) and a :class:`BrowserLog` that records console errors, uncaught page errors,
 every request and every WebSocket. Requests to any host but 127.0.0.1 are aborted and
@@ -64,16 +61,6 @@ def unavailable(reason: str) -> None:
     if on_ci():
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
-
-
-@pytest.fixture(name="unavailable")
-def unavailable_fixture() -> Callable[[str], None]:
-    return unavailable
-
-
-@pytest.fixture
-def repo() -> Path:
-    return REPO
 
 
 def require_chromium() -> str:
