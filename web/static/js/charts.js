@@ -47,6 +47,10 @@ function timeAxis(colors) {
       color: colors.text,
       maxRotation: 0,
       autoSkip: true,
+      autoSkipPadding: 16,
+      // Only round times as labels: the first and last point's odd times would collide
+      // with their neighbours on a narrow screen.
+      includeBounds: false,
       maxTicksLimit: 6,
       callback: (value) => formatClock(value),
     },
