@@ -339,8 +339,14 @@ class StreamHandler(_Common, WebSocketHandler):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         ctx = self.ctx
-        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+        headers = self.request.headers
+        if headers.get("Upgrade", "").lower() != "websocket":
             raise ApiError(400, "this endpoint speaks WebSocket only (Upgrade: websocket)")
+        if not headers.get("Sec-WebSocket-Key"):
+            raise ApiError(400, "missing Sec-WebSocket-Key")
+        if headers.get("Sec-WebSocket-Version") != "13":
+            raise ApiError(426, "WebSocket version 13 required",
+                           headers={"Sec-WebSocket-Version": "13"})
         origin = self.request.headers.get("Origin")
         if not self.check_origin_header(origin):
             self._reject("origin")
@@ -348,6 +354,8 @@ class StreamHandler(_Common, WebSocketHandler):
         # Checked and claimed in one step on the loop: no await between them, so parallel
         # upgrades cannot both take the last place.
         if not ctx.fanout.reserve():
+            if ctx.fanout.closed:
+                raise ApiError(503, "server shutting down")
             self._reject("max_clients")
             raise ApiError(
                 503, f"too many clients (max_clients={ctx.fanout.max_clients})",

@@ -136,6 +136,7 @@ class FanOut:
         self._history_bytes = 0
         self._next_seq = 0
         self.latest: Frame | None = None
+        self.closed = False
         self._connections: Any = None
         self._disconnects: Any = None
         if telemetry is not None:
@@ -145,8 +146,9 @@ class FanOut:
     # -- places -----------------------------------------------------------------------------
 
     def reserve(self) -> bool:
-        """Claim a place for a new client; False when all ``max_clients`` are taken."""
-        if self._reserved >= self.max_clients:
+        """Claim a place for a new client; False when all ``max_clients`` are taken or the
+        server is shutting down."""
+        if self.closed or self._reserved >= self.max_clients:
             return False
         self._reserved += 1
         return True
@@ -181,6 +183,9 @@ class FanOut:
     # -- subscribers ------------------------------------------------------------------------
 
     def subscribe(self, sink: Sink) -> None:
+        if self.closed:  # finished its handshake while the server was stopping
+            sink.drop(CLOSE_GOING_AWAY, "server shutting down")
+            return
         if sink in self._seats:
             return
         if self._connections is not None:
@@ -253,7 +258,8 @@ class FanOut:
 
     def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down"
                   ) -> int:
-        """Close every client (server shutdown); returns how many there were."""
+        """Close every client and admit no more (server shutdown); returns how many."""
+        self.closed = True
         sinks = list(self._seats)
         for sink in sinks:
             self._evict(sink, code, reason, "shutdown")

@@ -108,6 +108,23 @@ def test_errors_are_json(serve: Callable[..., Any], path: str, status: int, frag
     assert_json_error(serve().request(path), status, fragment)
 
 
+@pytest.mark.parametrize(
+    ("headers", "status", "fragment"),
+    [
+        ({"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"},
+         400, "Sec-WebSocket-Key"),
+        ({"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "a2V5a2V5a2V5",
+          "Sec-WebSocket-Version": "8"}, 426, "version 13"),
+    ],
+)
+def test_bad_upgrades_are_json_errors(serve: Callable[..., Any], headers: dict[str, str],
+                                      status: int, fragment: str) -> None:
+    s = serve()
+    resp = s.request("/ws", headers=headers)
+    assert_json_error(resp, status, fragment)
+    assert s.ctx.fanout.reserved == 0
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
 @pytest.mark.parametrize("path", ["/", "/api/metrics", "/api/jobs", "/api/jobs/j1", "/metrics",
                                   "/healthz", "/static/js/main.js", "/ws"])

@@ -188,6 +188,10 @@ def test_close_all_says_going_away() -> None:
     assert fan.close_all() == 3
     assert [s.closed for s in sinks] == [(CLOSE_GOING_AWAY, "server shutting down")] * 3
     assert fan.clients == 0
+    late = FakeSink()  # a handshake that completes during shutdown
+    assert not fan.reserve()
+    fan.subscribe(late)
+    assert late.closed == (CLOSE_GOING_AWAY, "server shutting down") and fan.clients == 0
 
 
 def test_connections_and_disconnects_are_counted(dash: Dashboard) -> None:
