@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import math
 import random
@@ -283,7 +284,8 @@ class Simulation:
         self.now = 0.0
         self._seq = 0
         self._pending: deque[_Job] = deque()
-        self._running: list[_Job] = []
+        self._running: dict[int, _Job] = {}
+        self._ends: list[tuple[float, int, _Job]] = []  # heap of the running jobs' ends
         self._completed = 0
         self._failed = 0
         self._http_requests = 0
@@ -356,11 +358,13 @@ class Simulation:
         else:
             job.outcome = "completed"
             job.ends_at = now + job.duration
-        self._running.append(job)
+        self._running[job.seq] = job
+        heapq.heappush(self._ends, (job.ends_at, job.seq, job))
         self._changed[job.seq] = job
 
-    def _finish(self, job: _Job) -> None:
-        self._running.remove(job)
+    def _finish(self) -> None:
+        _, _, job = heapq.heappop(self._ends)
+        del self._running[job.seq]
         job.ended_at = job.ends_at
         job.status = job.outcome
         if job.outcome == "failed":
@@ -406,8 +410,8 @@ class Simulation:
             (self._next_batch, 2),
             (self._incident[2] if self._incident else self._next_incident, 3),
         ]
-        if self._running:
-            candidates.append((min(j.ends_at for j in self._running), 0))
+        if self._ends:
+            candidates.append((self._ends[0][0], 0))
         return min(candidates)
 
     # -- stepping --------------------------------------------------------------------------
@@ -429,7 +433,7 @@ class Simulation:
                 break
             self.now = at
             if kind == 0:
-                self._finish(min(self._running, key=lambda j: (j.ends_at, j.seq)))
+                self._finish()
             elif kind == 1:
                 self._arrival()
             elif kind == 2:
@@ -441,8 +445,7 @@ class Simulation:
         self.now = target
         avg_ms = self._api(dt)
         self._assess()
-        for job in self._running:
-            self._changed[job.seq] = job
+        self._changed.update(self._running)
         running = [j for j in self._changed.values() if j.status == "running"]
         others = sorted((j for j in self._changed.values() if j.status != "running"),
                         key=lambda j: j.seq)[-REPORT_LIMIT:]
