@@ -3,13 +3,14 @@
 import platform
 import sys
 
-from . import core
+from . import core, fanout
 
 
 def main() -> int:
     print(f"# hyperdash-otel benchmarks (Python {platform.python_version()}, "
           f"{platform.machine()})")
     core.main()
+    fanout.main()
     return 0
 
 
