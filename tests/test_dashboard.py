@@ -311,3 +311,17 @@ def test_system_metrics_sampled_unless_pushed(make_dashboard):
     dash.update_system_metrics(memory_mb=1, cpu_percent=2.5, goroutines=3)
     snap = dash.snapshot()
     assert (snap["memory_usage"], snap["cpu_usage"], snap["goroutines"]) == (1, 2.5, 3)
+
+
+def test_an_instrument_holds_at_most_cardinality_limit_attribute_sets(dash):
+    from hyperdash_otel.telemetry import CARDINALITY_LIMIT
+
+    counter = dash.meter_provider.get_meter("x").create_counter("per.request")
+    for i in range(CARDINALITY_LIMIT + 100):
+        counter.add(1, {"request_id": str(i)})
+    (family,) = [f for f in dash.collect() if f.name == "per_request"]
+    series = [s for s in family.samples if s.name == "per_request_total"]
+    assert len(series) == CARDINALITY_LIMIT + 1  # the sets, then one overflow series
+    overflow = [s for s in series if s.labels.get("otel_metric_overflow") == "true"]
+    assert len(overflow) == 1 and overflow[0].value >= 100
+    assert sum(s.value for s in series) == CARDINALITY_LIMIT + 100  # nothing lost
