@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test bench lint typecheck wheel clean
 
-$(STAMP): pyproject.toml
+# npm first: the wheel (even an editable one) force-includes Chart.js from web/node_modules.
+$(STAMP): pyproject.toml $(NPMSTAMP)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

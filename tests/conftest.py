@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hyperdash_process import HyperdashProcess
 
 from hyperdash_otel import Config, Dashboard
 
@@ -30,6 +31,21 @@ def make_dashboard() -> Iterator:
 def dash(make_dashboard) -> Dashboard:
     """A dashboard without psutil sampling, so its snapshot is a function of the calls."""
     return make_dashboard()
+
+
+@pytest.fixture
+def spawn() -> Iterator:
+    """Factory for ``hyperdash`` subprocesses, killed and reaped after the test."""
+    started: list[HyperdashProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> HyperdashProcess:
+        process = HyperdashProcess(*args, env=env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

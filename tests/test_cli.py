@@ -3,27 +3,21 @@
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from hyperdash_process import HYPERDASH, HyperdashProcess
 
 from hyperdash_otel import __version__
 from hyperdash_otel.cli import main
-
-HYPERDASH = [sys.executable, "-m", "hyperdash_otel"]
 
 
 def hyperdash(*args: str, env: dict[str, str] | None = None,
@@ -140,69 +134,22 @@ def test_a_taken_port_is_one_line_and_exit_1(command: str, busy_port: int) -> No
 # -- `hyperdash serve` as a process ------------------------------------------------------------
 
 
-class Server:
-    """A ``hyperdash serve|demo`` process; its first stdout line is the URL."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [*HYPERDASH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})},
-        )
-        lines: queue.Queue[str] = queue.Queue()
-        assert self.proc.stdout is not None
-        stdout = self.proc.stdout
-        self._reader = threading.Thread(
-            target=lambda: lines.put(stdout.readline()), daemon=True
-        )
-        self._reader.start()
-        try:
-            self.url = lines.get(timeout=15).strip()
-        except queue.Empty:
-            self.close()
-            raise AssertionError("no URL within 15 s") from None
-        assert self.url, f"exited {self.proc.poll()}: {self.stderr()}"
-
-    def get(self, path: str) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + path, timeout=5) as response:
-            value = json.load(response)
-        assert isinstance(value, dict)
-        return value
-
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, float]:
-        started = time.monotonic()
-        self.proc.send_signal(sig)
-        return self.proc.wait(10), time.monotonic() - started
-
-    def stderr(self) -> str:
-        self.proc.wait(10)
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._reader.join(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+Serve = Callable[..., HyperdashProcess]
 
 
 @pytest.fixture
-def server() -> Iterator[Callable[..., Server]]:
-    started: list[Server] = []
+def server(spawn: Serve) -> Serve:
+    """A ``hyperdash serve|demo`` process, once it has printed its URL."""
 
-    def start(*args: str, env: dict[str, str] | None = None) -> Server:
-        s = Server(*args, env=env)
-        started.append(s)
-        return s
+    def start(*args: str, env: dict[str, str] | None = None) -> HyperdashProcess:
+        process = spawn(*args, env=env)
+        assert process.url, f"exited {process.proc.poll()}: {process.stderr()}"
+        return process
 
-    yield start
-    for s in started:
-        s.close()
+    return start
 
 
-def test_serve_runs_an_empty_dashboard_until_sigterm(server: Callable[..., Server]) -> None:
+def test_serve_runs_an_empty_dashboard_until_sigterm(server: Serve) -> None:
     s = server("serve", "--port", "0")
     assert re.fullmatch(r"http://127\.0\.0\.1:[1-9]\d*/", s.url)
     assert s.get("healthz")["status"] == "ok"
@@ -214,7 +161,7 @@ def test_serve_runs_an_empty_dashboard_until_sigterm(server: Callable[..., Serve
     assert "Traceback" not in s.stderr()
 
 
-def ticks_within(s: Server, ticks: int, seconds: float) -> bool:
+def ticks_within(s: HyperdashProcess, ticks: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if s.get("healthz")["ticks"] >= ticks:
@@ -223,21 +170,21 @@ def ticks_within(s: Server, ticks: int, seconds: float) -> bool:
     return False
 
 
-def test_configuration_comes_from_the_environment(server: Callable[..., Server]) -> None:
+def test_configuration_comes_from_the_environment(server: Serve) -> None:
     s = server("serve", env={"HYPERDASH_PORT": "0", "HYPERDASH_HOST": "127.0.0.1",
                              "HYPERDASH_UPDATE_INTERVAL": "0.1"})
     assert re.fullmatch(r"http://127\.0\.0\.1:[1-9]\d*/", s.url)
     assert ticks_within(s, 5, 3.0)  # 0.1 s ticks: the default 1 s would need 5 s
 
 
-def test_flags_win_over_the_environment(server: Callable[..., Server], busy_port: int) -> None:
+def test_flags_win_over_the_environment(server: Serve, busy_port: int) -> None:
     s = server("serve", "--port", "0", "--interval", "0.1",
                env={"HYPERDASH_PORT": str(busy_port), "HYPERDASH_UPDATE_INTERVAL": "5"})
     assert not s.url.endswith(f":{busy_port}/")
     assert ticks_within(s, 5, 3.0)
 
 
-def test_log_level_from_the_environment_or_the_flag(server: Callable[..., Server]) -> None:
+def test_log_level_from_the_environment_or_the_flag(server: Serve) -> None:
     s = server("serve", "--port", "0", env={"HYPERDASH_LOG_LEVEL": "info"})
     s.get("healthz")
     assert s.stop()[0] == 0
@@ -249,7 +196,7 @@ def test_log_level_from_the_environment_or_the_flag(server: Callable[..., Server
 
 
 def test_demo_prints_the_url_alone_on_stdout_and_the_rest_on_stderr(
-    server: Callable[..., Server],
+    server: Serve,
 ) -> None:
     s = server("demo", "--port", "0", "--seed", "42", "--rate", "20")
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", s.url)

@@ -6,22 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
-import queue
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psutil
 import pytest
+from hyperdash_process import HyperdashProcess
 
 from hyperdash_otel import JOB_STATUSES, Config, Dashboard
 from hyperdash_otel.demo import (
@@ -45,7 +41,6 @@ from hyperdash_otel.demo import (
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TERMINAL = {"completed", "failed", "cancelled"}
-HYPERDASH = [sys.executable, "-m", "hyperdash_otel"]
 
 
 def run(sim: Simulation, dts: list[float]) -> list[Step]:
@@ -270,64 +265,6 @@ def test_run_demo_serves_and_stops_on_the_event() -> None:
 # -- `hyperdash demo` as a process -------------------------------------------------------------
 
 
-class Process:
-    """A ``hyperdash`` subprocess whose stdout lines arrive on a queue (reads with deadlines)."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [*HYPERDASH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def line(self, timeout: float = 10.0) -> str:
-        line = self.lines.get(timeout=timeout)
-        assert line is not None, f"exited {self.proc.wait(5)}: {self.stderr()}"
-        return line
-
-    def stderr(self) -> str:
-        self.proc.wait(5)
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read()
-
-    def stop(self, sig: int = signal.SIGINT) -> tuple[int, float]:
-        started = time.monotonic()
-        self.proc.send_signal(sig)
-        code = self.proc.wait(10)
-        return code, time.monotonic() - started
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._reader.join(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., Process]]:
-    started: list[Process] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> Process:
-        p = Process(*args, env=env)
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        p.close()
-
-
 def get_json(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=5) as response:
         value = json.load(response)
@@ -368,7 +305,7 @@ def assert_live_system_metrics(snap: dict[str, Any], pid: int) -> None:
 
 
 def test_hyperdash_demo_shows_a_live_workload_and_stops_on_sigint(
-    spawn: Callable[..., Process],
+    spawn: Callable[..., HyperdashProcess],
 ) -> None:
     demo = spawn("demo", "--port", "0", "--seed", "1")
     url = demo.line()
@@ -390,7 +327,7 @@ def test_hyperdash_demo_shows_a_live_workload_and_stops_on_sigint(
 
 
 def test_hyperdash_demo_completes_jobs_live_and_stops_on_sigterm(
-    spawn: Callable[..., Process],
+    spawn: Callable[..., HyperdashProcess],
 ) -> None:
     """No warm-up: every job on the page was born, ran and ended while we watched."""
     demo = spawn("demo", "--port", "0", "--seed", "1", "--warmup", "0", "--speed", "20",
@@ -410,7 +347,7 @@ LINE = re.compile(
 )
 
 
-def test_hyperdash_watch_follows_the_demo(spawn: Callable[..., Process]) -> None:
+def test_hyperdash_watch_follows_the_demo(spawn: Callable[..., HyperdashProcess]) -> None:
     demo = spawn("demo", "--port", "0", "--seed", "1", "--interval", "0.2")
     url = demo.line()
     watch = spawn("watch", url, "--count", "4")
