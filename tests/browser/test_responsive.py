@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -83,8 +82,3 @@ def test_busy_page_screenshot(start_dashboard, new_page, make_ui, artifacts):
     path = artifacts / "screenshot-busy-1280x800.png"
     ui.page.screenshot(path=str(path))
     assert path.stat().st_size > 10_000  # a real picture, not a blank page
-    if os.environ.get("HYPERDASH_UPDATE_SCREENSHOT") == "1":
-        docs = artifacts.parent / "docs" / "screenshot.png"
-        docs.parent.mkdir(exist_ok=True)
-        docs.write_bytes(path.read_bytes())
-        assert docs.stat().st_size < DOCS_SCREENSHOT_BYTES
