@@ -36,7 +36,7 @@ setup: $(STAMP) $(NPMSTAMP)
 demo: setup
 	$(BIN)/hyperdash demo --host $(HOST) --port $(PORT)
 
-test: setup system-deps
+test: setup system-deps lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
