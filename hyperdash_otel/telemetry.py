@@ -180,8 +180,18 @@ def merge_families(families: Iterable[Metric], warned: set[str]) -> list[Metric]
         if first is None:
             merged[fam.name] = fam
         elif first.type == fam.type:
-            if first.samples is not fam.samples:
-                first.samples = [*first.samples, *fam.samples]
+            if first.samples is fam.samples:
+                continue
+            # A series already present (a second reader on this registry exports ours
+            # again) would be a duplicate sample: the first one stays.
+            seen = {(s.name, tuple(sorted(s.labels.items()))) for s in first.samples}
+            extra = [s for s in fam.samples
+                     if (s.name, tuple(sorted(s.labels.items()))) not in seen]
+            if len(extra) < len(fam.samples) and fam.name not in warned:
+                warned.add(fam.name)
+                log.warning("metric %r is exported twice (a second reader on the dashboard's "
+                            "registry?); the duplicate series are left out", fam.name)
+            first.samples = [*first.samples, *extra]
         elif fam.name not in warned:
             warned.add(fam.name)
             log.warning(

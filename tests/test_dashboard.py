@@ -325,3 +325,22 @@ def test_an_instrument_holds_at_most_cardinality_limit_attribute_sets(dash):
     overflow = [s for s in series if s.labels.get("otel_metric_overflow") == "true"]
     assert len(overflow) == 1 and overflow[0].value >= 100
     assert sum(s.value for s in series) == CARDINALITY_LIMIT + 100  # nothing lost
+
+
+def test_a_second_reader_on_the_registry_does_not_duplicate_series(dash, caplog):
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    dash.update_job_metrics(1, 10, 0, 0, 0)
+    other = MeterProvider(metric_readers=[PrometheusMetricReader(registry=dash.registry)])
+    try:
+        other.get_meter("hyperdash").create_counter(
+            "hyperdash.jobs.completed", unit="{job}", description="Jobs finished successfully"
+        ).add(99)
+        text = dash.metrics_text()
+        assert text.count("# TYPE hyperdash_jobs_completed_total counter") == 1
+        assert len(series(dash, "hyperdash_jobs_completed_total")) == 1
+        assert dash.snapshot()["jobs_completed"] == 10
+        assert "exported twice" in caplog.text
+    finally:
+        other.shutdown()
