@@ -43,6 +43,18 @@ def update_rows() -> list[tuple[str, str, float, float]]:
     ]
 
 
+def sampler_rows() -> list[tuple[str, str, float, float]]:
+    import psutil
+
+    from hyperdash_otel.system import ProcessSampler
+
+    process = psutil.Process()
+    sampler = ProcessSampler()
+    base, cand = compare(process.memory_info, sampler.sample, number=2_000)
+    return [("ProcessSampler.sample (RSS, CPU, threads)", "psutil memory_info() alone",
+             base, cand)]
+
+
 def snapshot_rows() -> list[tuple[str, str, float, float]]:
     rows = []
     for n in (0, 1_000, 10_000):
@@ -63,6 +75,7 @@ def snapshot_rows() -> list[tuple[str, str, float, float]]:
 
 def main() -> None:
     print_table("Update calls (per call)", update_rows())
+    print_table("System metrics, sampled each tick (per sample)", sampler_rows())
     print_table("One tick's snapshot (collect + build) vs one scrape", snapshot_rows())
 
 
