@@ -32,3 +32,9 @@ def test_readme_opens_with_the_two_commands():
     first_block = re.search(r"```sh\n(.*?)```", README, re.S)
     assert first_block is not None
     assert "make demo" in first_block.group(1) and "make test" in first_block.group(1)
+
+
+def test_every_public_name_is_in_the_readme():
+    for name in hyperdash_otel.__all__:
+        if name != "__version__":
+            assert re.search(rf"`{name}\b", README), name
