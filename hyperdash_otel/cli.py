@@ -104,6 +104,37 @@ def _log_level(text: str) -> str:
     return level
 
 
+_LIMIT_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
+    ("--max-connections", "max_connections", _ranged(int, 1), "HTTP connections at once "
+     "(default: derived from the descriptor limit, RLIMIT_NOFILE)"),
+    ("--max-connections-per-ip", "max_connections_per_ip", _ranged(int, 1),
+     "HTTP connections from one address (default: a quarter of --max-connections)"),
+    ("--header-timeout", "header_timeout", _ranged(float, 0, low_open=True, unit=" s"),
+     "seconds a connection may take to send a request head (default: 10)"),
+    ("--rate-limit", "rate_limit", _ranged(float, 0), "requests per second per address, "
+     "0 for no limit (default: 50)"),
+    ("--rate-limit-burst", "rate_limit_burst", _ranged(int, 1),
+     "requests an address may make at once (default: 200)"),
+    ("--auth-failures-per-minute", "auth_failures_per_minute", _ranged(float, 0),
+     "failed authentications per minute per address, 0 for no limit (default: 6)"),
+    ("--auth-failure-burst", "auth_failure_burst", _ranged(int, 1),
+     "failed authentications an address may make at once (default: 10)"),
+)
+"""Connection caps and rate limits: flag, Config field, type, help (each also
+``HYPERDASH_<FIELD>``)."""
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection caps and rate limits")
+    for flag, dest, kind, text in _LIMIT_FLAGS:
+        group.add_argument(flag, dest=dest, type=kind, metavar="N", help=text)
+
+
+def _limit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    values = {dest: getattr(args, dest, None) for _, dest, _, _ in _LIMIT_FLAGS}
+    return {dest: value for dest, value in values.items() if value is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument(
@@ -117,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="port to bind, 0 for any free one (default: $HYPERDASH_PORT or 8080)")
     server.add_argument("--interval", type=_interval, metavar="SECONDS",
                         help="seconds between ticks (default: $HYPERDASH_UPDATE_INTERVAL or 1)")
+    _add_limit_flags(server)
 
     parser = _Parser(
         prog=PROG,
@@ -216,6 +248,7 @@ def _config(args: argparse.Namespace, command: str, err: TextIO) -> Config | Non
         overrides["port"] = args.port
     if args.interval is not None:
         overrides["update_interval"] = args.interval
+    overrides.update(_limit_overrides(args))
     try:
         config = Config.from_env(**overrides)
     except (ValueError, TypeError) as exc:

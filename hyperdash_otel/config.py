@@ -28,6 +28,12 @@ DEFAULT_MAX_TEXT_LENGTH = 1024
 DEFAULT_MAX_CUSTOM_SERIES = 200
 DEFAULT_HISTORY_SIZE = 50
 DEFAULT_SLOW_CLIENT_MAX_SKIPS = 10
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_RATE_LIMIT = 50.0
+DEFAULT_RATE_LIMIT_BURST = 200
+DEFAULT_AUTH_FAILURES_PER_MINUTE = 6.0
+DEFAULT_AUTH_FAILURE_BURST = 10
+DEFAULT_RATE_LIMIT_MAX_ADDRESSES = 10_000
 
 ENV_PREFIX = "HYPERDASH_"
 
@@ -88,6 +94,26 @@ class Config:
     tls_keyfile: str | None = None
     use_global_registry: bool = False
     """Export into prometheus_client's global ``REGISTRY`` instead of a private one."""
+    max_connections: int | None = None
+    """HTTP connections held at once (WebSockets count against ``max_clients`` once
+    upgraded); None derives it from ``RLIMIT_NOFILE`` when the server starts."""
+    max_connections_per_ip: int | None = None
+    """HTTP connections one client address may hold; None: a quarter of ``max_connections``."""
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    """Seconds a connection may take to send a complete request head (or a body) before it
+    is closed; it also ends idle keep-alive connections."""
+    rate_limit: float = DEFAULT_RATE_LIMIT
+    """Requests per second one client address may sustain (0: no limit); past it, 429."""
+    rate_limit_burst: int = DEFAULT_RATE_LIMIT_BURST
+    """Requests one address may make at once before ``rate_limit`` applies."""
+    auth_failures_per_minute: float = DEFAULT_AUTH_FAILURES_PER_MINUTE
+    """Failed authentications one address may sustain (0: no limit); past it every request
+    from the address gets 429 until the allowance refills."""
+    auth_failure_burst: int = DEFAULT_AUTH_FAILURE_BURST
+    """Failed authentications one address may make before ``auth_failures_per_minute``
+    applies."""
+    rate_limit_max_addresses: int = DEFAULT_RATE_LIMIT_MAX_ADDRESSES
+    """Client addresses the rate limits remember (least recently seen forgotten first)."""
 
     def __post_init__(self) -> None:
         _check_bool(self.enabled, "enabled")
@@ -122,6 +148,26 @@ class Config:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("tls_certfile and tls_keyfile must be given together")
         _check_bool(self.use_global_registry, "use_global_registry")
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        for name in ("max_connections", "max_connections_per_ip"):
+            if getattr(self, name) is not None:
+                _check_int(getattr(self, name), name, 1)
+        timeout = _seconds(self.header_timeout, "header_timeout")
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError(f"header_timeout must be > 0 s, got {timeout!r}")
+        object.__setattr__(self, "header_timeout", timeout)
+        for name in ("rate_limit", "auth_failures_per_minute"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be >= 0 (0: no limit), got {value!r}")
+            object.__setattr__(self, name, float(value))
+        _check_int(self.rate_limit_burst, "rate_limit_burst", 1)
+        _check_int(self.auth_failure_burst, "auth_failure_burst", 1)
+        _check_int(self.rate_limit_max_addresses, "rate_limit_max_addresses", 1)
 
     @property
     def update_interval_timedelta(self) -> timedelta:
@@ -163,7 +209,13 @@ _INT_FIELDS = {
     "max_custom_series",
     "history_size",
     "slow_client_max_skips",
+    "rate_limit_burst",
+    "auth_failure_burst",
+    "rate_limit_max_addresses",
 }
+_OPTIONAL_INT_FIELDS = {"max_connections", "max_connections_per_ip"}
+"""Empty or ``auto``: derived when the server starts."""
+_FLOAT_FIELDS = {"header_timeout", "rate_limit", "auth_failures_per_minute"}
 
 
 def _parse_env(name: str, raw: str) -> Any:
@@ -184,6 +236,18 @@ def _parse_env(name: str, raw: str) -> Any:
             return float(raw)
         except ValueError:
             raise ValueError(f"expected seconds, got {raw!r}") from None
+    if name in _OPTIONAL_INT_FIELDS:
+        if raw.lower() in {"", "auto"}:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer or 'auto', got {raw!r}") from None
+    if name in _FLOAT_FIELDS:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
     if name == "allowed_origins":
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     if name in {"auth_token", "tls_certfile", "tls_keyfile"}:

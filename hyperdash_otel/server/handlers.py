@@ -18,17 +18,21 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client.exposition import choose_encoder
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 from tornado.websocket import WebSocketHandler
 
 from ..validation import rfc3339
-from .pool import Pool
+from .limits import RequestLimits
+from .pool import Busy, Coalescing, Pool
 from .security import SECURITY_HEADERS, OriginPolicy, presented_token, token_matches
 from .stream import FanOut, Ticker
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..dashboard import Dashboard
 
 __all__ = [
@@ -81,6 +85,12 @@ class ServerContext:
     started: float = field(default_factory=time.monotonic)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     """WebSocket connections still being served (each runs as one task)."""
+    limits: RequestLimits | None = None
+    """Per-address request and failed-authentication rates (None: unlimited)."""
+    expositions: Coalescing[tuple[str, bool], tuple[bytes, str]] | None = None
+    """``/metrics`` encoding on its own thread, never the tick's (None: the tick's pool)."""
+    http_connections: Callable[[], int] | None = None
+    """HTTP connections held now (WebSockets excluded), for ``/healthz``."""
 
     def counter(self, name: str) -> Any:
         return self.dashboard.telemetry.instrument(name)
@@ -106,6 +116,8 @@ class _Common(RequestHandler):
 
     SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD")
     requires_auth = True
+    rate_limited = True
+    """Counted against the per-address request rate (``Config.rate_limit``)."""
     ctx: ServerContext
 
     def initialize(self, ctx: ServerContext) -> None:
@@ -127,7 +139,16 @@ class _Common(RequestHandler):
         return token_matches(offered, expected)
 
     def prepare(self) -> None:
+        limits = self.ctx.limits
+        if limits is not None and self.rate_limited:
+            refusal = limits.check(self.request.remote_ip or "")
+            if refusal is not None:
+                raise ApiError(429, f"{refusal.reason}; retry after "
+                               f"{refusal.retry_after_header} s",
+                               headers={"Retry-After": refusal.retry_after_header})
         if not self.authorized():
+            if limits is not None:
+                limits.failed_auth(self.request.remote_ip or "")
             raise ApiError(401, "missing or wrong token (Authorization: Bearer <token>)")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -187,6 +208,7 @@ class StaticHandler(_Common, StaticFileHandler):
     """
 
     requires_auth = False
+    rate_limited = False
 
     def initialize(self, ctx: ServerContext, path: str) -> None:  # type: ignore[override]
         self.ctx = ctx
@@ -244,22 +266,37 @@ class JobHandler(_Common):
 
 
 class PrometheusHandler(_Common):
-    """``/metrics``: the registry for Prometheus; OpenMetrics and gzip when asked."""
+    """``/metrics``: the registry for Prometheus; OpenMetrics and gzip when asked.
+
+    Encoded on a thread of its own, never the tick's; concurrent scrapes asking for the same
+    format share one encoding made after they arrived (see :class:`Coalescing`).
+    """
 
     async def get(self) -> None:
         accept = self.request.headers.get("Accept", "")
         gzipped = _accepts_gzip(self.request.headers.get("Accept-Encoding", ""))
-        body, content_type = await self.ctx.pool.run(self._encode, accept, gzipped)
+        ctx = self.ctx
+
+        def encode() -> tuple[bytes, str]:
+            body, content_type = ctx.dashboard.exposition(accept)
+            return (gzip.compress(body, compresslevel=6) if gzipped else body), content_type
+
+        if ctx.expositions is None:
+            body, content_type = await ctx.pool.run(encode)
+        else:
+            # Same encoder, same bytes: the content type names the format and its version.
+            key = (choose_encoder(accept)[1], gzipped)
+            try:
+                body, content_type = await ctx.expositions.run(key, encode)
+            except Busy:
+                raise ApiError(503, "too many different /metrics formats asked at once",
+                               headers={"Retry-After": "1"}) from None
         self.set_header("Content-Type", content_type)
         self.set_header("Vary", "Accept")  # compress_response appends ", Accept-Encoding"
         self.set_header("Cache-Control", "no-store")
         if gzipped:
             self.set_header("Content-Encoding", "gzip")
         self.finish(body)
-
-    def _encode(self, accept: str, gzipped: bool) -> tuple[bytes, str]:
-        body, content_type = self.ctx.dashboard.exposition(accept)
-        return (gzip.compress(body, compresslevel=6) if gzipped else body), content_type
 
     head = get
 
@@ -270,26 +307,75 @@ def _accepts_gzip(header: str) -> bool:
     return "gzip" in header
 
 
+HEALTH_FAILED_TICKS = 3
+"""Consecutive failed ticks after which ``/healthz`` answers 503 "failing"."""
+HEALTH_STALE_INTERVALS = 3
+"""``/healthz`` answers 503 "stale" when no tick has succeeded for this many intervals
+(and at least :data:`HEALTH_STALE_MIN` seconds)."""
+HEALTH_STALE_MIN = 2.0
+
+
+def health(
+    *, consecutive_errors: int, last_error: str | None, since_success: float, interval: float
+) -> tuple[str, str | None]:
+    """``("ok", None)``, or the unhealthy state and its reason, from the ticker's record.
+
+    ``since_success`` is the seconds since the last successful tick (or since the server
+    started, before the first).
+
+    >>> health(consecutive_errors=0, last_error=None, since_success=0.5, interval=1.0)
+    ('ok', None)
+    >>> health(consecutive_errors=3, last_error="ValueError", since_success=3.1, interval=1.0)
+    ('failing', 'the last 3 ticks failed (ValueError)')
+    """
+    if consecutive_errors >= HEALTH_FAILED_TICKS:
+        cause = f" ({last_error})" if last_error else ""
+        return "failing", f"the last {consecutive_errors} ticks failed{cause}"
+    stale_after = max(HEALTH_STALE_INTERVALS * interval, HEALTH_STALE_MIN)
+    if since_success > stale_after:
+        return "stale", (
+            f"no tick has completed for {since_success:.1f} s "
+            f"(update_interval={interval:g} s)"
+        )
+    return "ok", None
+
+
 class HealthHandler(_Common):
-    """``/healthz``: liveness for probes and load balancers; never behind the token."""
+    """``/healthz``: 200 while ticks succeed on schedule, 503 with the reason when they fail
+    or stall; for probes and load balancers, never behind the token or the rate limit."""
 
     requires_auth = False
+    rate_limited = False
 
     def get(self) -> None:
         ctx = self.ctx
+        ticker = ctx.ticker
         latest = ctx.fanout.latest
         last = None if latest is None else datetime.fromtimestamp(latest.at, timezone.utc)
+        now = time.monotonic()
+        since = ticker.last_success if ticker.last_success is not None else ctx.started
+        status, reason = health(
+            consecutive_errors=ticker.consecutive_errors, last_error=ticker.last_error,
+            since_success=now - since, interval=ctx.dashboard.config.update_interval,
+        )
+        if status != "ok":
+            self.set_status(503)
         self.send_json({
-            "status": "ok",
-            "uptime_seconds": round(time.monotonic() - ctx.started, 3),
+            "status": status,
+            "reason": reason,
+            "uptime_seconds": round(now - ctx.started, 3),
             "last_tick": None if last is None else rfc3339(last),
             "last_tick_age_seconds": (
                 None if latest is None else round(max(0.0, time.time() - latest.at), 3)
             ),
             "clients": ctx.fanout.clients,
             "max_clients": ctx.fanout.max_clients,
-            "ticks": ctx.ticker.ticks,
-            "tick_errors": ctx.ticker.errors,
+            "http_connections": (
+                None if ctx.http_connections is None else ctx.http_connections()
+            ),
+            "ticks": ticker.ticks,
+            "tick_errors": ticker.errors,
+            "ticks_skipped": ticker.skipped,
         })
 
     head = get

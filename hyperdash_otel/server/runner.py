@@ -2,9 +2,10 @@
 
 :class:`Runner` is what :class:`~hyperdash_otel.Dashboard` delegates ``start``,
 ``start_in_thread``, ``stop`` and ``aclose`` to. One serving session owns a listening
-socket, an HTTP server, a fan-out, a ticker task and a two-thread pool; stopping closes the
-clients with 1001, the listener, the pool's threads and every connection, so a new server
-can bind the same port at once.
+socket, an HTTP server (with its connection caps), a fan-out, a ticker task, a two-thread
+pool for the tick and a one-thread pool for ``/metrics``; stopping closes the clients with
+1001, the listener, the pools' threads and every connection, so a new server can bind the
+same port at once.
 """
 
 from __future__ import annotations
@@ -19,11 +20,19 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
 
 from .app import PING_INTERVAL, PING_TIMEOUT, Assets, make_app
 from .handlers import ServerContext
-from .pool import Pool
+from .limits import (
+    FD_RESERVE,
+    ConnectionTable,
+    RequestLimits,
+    connection_caps,
+    nofile_limit,
+)
+from .listener import GuardedHTTPServer
+from .pool import Coalescing, Pool
 from .security import OriginPolicy
 from .stream import CLOSE_GOING_AWAY, FanOut, Ticker
 
@@ -41,6 +50,37 @@ CLOSE_GRACE = 1.0
 """Seconds clients get to answer the close handshake at shutdown before being cut off."""
 STOP_TIMEOUT = 10.0
 """Longest ``stop()`` from another thread waits for the server to finish shutting down."""
+MAX_BODY_SIZE = 64 * 1024
+"""Largest request body accepted (the API takes none)."""
+
+
+def connection_table(config: Config, *, nofile: int | None = None) -> ConnectionTable[IOStream]:
+    """The configured caps, or those derived from ``RLIMIT_NOFILE`` (see
+    :func:`~hyperdash_otel.server.limits.connection_caps`)."""
+    limit = nofile_limit() if nofile is None else nofile
+    total, per_ip = connection_caps(nofile=limit, max_clients=config.max_clients)
+    if config.max_connections is not None:
+        total = config.max_connections
+        per_ip = max(1, total // 4)
+    if config.max_connections_per_ip is not None:
+        per_ip = config.max_connections_per_ip
+    needed = total + config.max_clients + FD_RESERVE
+    if needed > limit:
+        log.warning(
+            "hyperdash: max_connections=%d + max_clients=%d need about %d descriptors, "
+            "RLIMIT_NOFILE is %d: raise it (ulimit -n) or lower them", total,
+            config.max_clients, needed, limit,
+        )
+    return ConnectionTable(max_total=total, max_per_address=min(per_ip, total))
+
+
+def request_limits(config: Config) -> RequestLimits:
+    return RequestLimits(
+        rate=config.rate_limit, burst=config.rate_limit_burst,
+        auth_failures_per_minute=config.auth_failures_per_minute,
+        auth_failure_burst=config.auth_failure_burst,
+        max_addresses=config.rate_limit_max_addresses,
+    )
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
@@ -110,7 +150,7 @@ class _Session:
 
     loop: asyncio.AbstractEventLoop
     thread_id: int
-    server: HTTPServer
+    server: GuardedHTTPServer
     ctx: ServerContext
     ticker_task: asyncio.Task[None]
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
@@ -179,15 +219,18 @@ class Runner:
             )
             port = sockets[0].getsockname()[1]
             pool = Pool(workers=2, name=f"hyperdash-{port}")
+            metrics_pool = Pool(workers=1, name=f"hyperdash-metrics-{port}")
             ticker = Ticker(dashboard, fanout, pool, interval=config.update_interval)
+            connections = connection_table(config)
             ctx = ServerContext(
                 dashboard=dashboard, fanout=fanout, ticker=ticker, pool=pool,
-                origins=origins, page_path=assets.page,
+                origins=origins, page_path=assets.page, limits=request_limits(config),
+                expositions=Coalescing(metrics_pool), http_connections=connections.__len__,
             )
             app = make_app(ctx, assets, ping_interval=self._ping[0], ping_timeout=self._ping[1])
-            server = HTTPServer(
-                app, ssl_options=ssl_context, max_body_size=64 * 1024,
-                idle_connection_timeout=60.0,
+            server = GuardedHTTPServer(
+                app, connections=connections, header_timeout=config.header_timeout,
+                ssl_options=ssl_context, max_body_size=MAX_BODY_SIZE,
             )
             server.add_sockets(sockets)
         except BaseException:
@@ -303,6 +346,8 @@ class Runner:
             ctx.fanout.close_all(CLOSE_GOING_AWAY, "server shutting down")
             await self._wait_for_streams(ctx)
             await ctx.pool.aclose()
+            if ctx.expositions is not None:
+                await ctx.expositions.pool.aclose()
             await session.server.close_all_connections()
             watcher = session.watcher
             if watcher is not None and watcher is not asyncio.current_task():

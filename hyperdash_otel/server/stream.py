@@ -309,6 +309,11 @@ class Ticker:
         self.errors = 0
         self.skipped = 0
         self._next_skip_log = 0.0
+        # For /healthz: failing (errors in a row) or stalled (no success for a while).
+        self.consecutive_errors = 0
+        self.last_error: str | None = None
+        self.last_success: float | None = None
+        """``time.monotonic()`` of the last tick that published."""
 
     def _build(self, seq: int) -> Frame:
         at = self._clock()
@@ -321,13 +326,17 @@ class Ticker:
         started = time.perf_counter()
         try:
             frame = await self._pool.run(self._build, seq)
-        except Exception:
+        except Exception as exc:
             self.errors += 1
+            self.consecutive_errors += 1
+            self.last_error = type(exc).__name__
             self._errors.add(1)
             log.exception("hyperdash: tick %d failed; the next one runs as scheduled", seq)
             return None
         self._fanout.publish(frame)
         self.ticks += 1
+        self.consecutive_errors = 0
+        self.last_success = time.monotonic()
         self._duration.record(time.perf_counter() - started)
         return frame
 
