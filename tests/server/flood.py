@@ -120,3 +120,36 @@ def half_open(port: int, count: int, *, addresses: int = 1, partial_every: int =
 def close_all(socks: list[socket.socket]) -> None:
     for sock in socks:
         sock.close()
+
+
+SCRAPERS = """
+import asyncio, sys
+port, count, accept = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+
+async def one():
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET /metrics HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nAccept: {accept}\\r\\n"
+                 "Connection: close\\r\\n\\r\\n".encode())
+    try:
+        answer = await reader.read()
+    finally:
+        writer.close()
+    return answer.split(b" ", 2)[1].decode() + (" series" if b'vm="vm-0' in answer else "")
+
+async def main():
+    answers = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), 120)
+    for answer in answers:
+        print(answer)
+
+asyncio.run(main())
+"""
+
+
+def scrape_from_another_process(port: int, count: int, accept: str) -> list[str]:
+    """``count`` concurrent ``GET /metrics`` from a child process (its own GIL, as real
+    scrapers have); each answer's status, plus " series" when the user's series were in it."""
+    done = subprocess.run(
+        [sys.executable, "-c", SCRAPERS, str(port), str(count), accept],
+        capture_output=True, text=True, timeout=150, check=True,
+    )
+    return done.stdout.splitlines()

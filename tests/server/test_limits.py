@@ -3,14 +3,28 @@ its own thread, and /healthz telling the truth."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.exceptions import InvalidStatus
 
-from tests.server.flood import ServerProcess, close_all, half_open
+from hyperdash_otel import Config
+from hyperdash_otel.server.handlers import health
+from hyperdash_otel.server.limits import (
+    MAX_CONNECTIONS_CEILING,
+    ConnectionTable,
+    LogThrottle,
+    RateLimiter,
+    RequestLimits,
+    connection_caps,
+)
+from hyperdash_otel.server.runner import connection_table
+from tests.server.flood import ServerProcess, close_all, half_open, scrape_from_another_process
 
 TICK = 0.2
 NOFILE = 256
@@ -128,3 +142,342 @@ def test_the_header_timeout_closes_a_connection_in_seconds(tmp_path: Path, parti
             close_all([sock])
     finally:
         server.close()
+
+
+# -- the rules, without a server -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("nofile", "max_clients", "caps"), [
+    (1024, 100, (430, 107)),
+    (256, 100, (46, 11)),
+    (65536, 100, (MAX_CONNECTIONS_CEILING, MAX_CONNECTIONS_CEILING // 4)),
+    (128, 100, (16, 4)),  # less than the reserve: the floor, and a warning at start
+])
+def test_default_caps_derive_from_the_descriptor_limit(nofile: int, max_clients: int,
+                                                       caps: tuple[int, int]) -> None:
+    assert connection_caps(nofile=nofile, max_clients=max_clients) == caps
+
+
+def test_configured_caps_win_over_derived_ones() -> None:
+    table = connection_table(Config(max_connections=40), nofile=1024)
+    assert (table.max_total, table.max_per_address) == (40, 10)
+    table = connection_table(Config(max_connections_per_ip=3), nofile=1024)
+    assert (table.max_total, table.max_per_address) == (430, 3)
+    table = connection_table(Config(max_connections=5, max_connections_per_ip=9), nofile=1024)
+    assert (table.max_total, table.max_per_address) == (5, 5)
+
+
+class TestConnectionTable:
+    def test_per_address_cap_refuses_and_release_frees_a_place(self) -> None:
+        table: ConnectionTable[str] = ConnectionTable(max_total=10, max_per_address=2)
+        assert table.admit("a1", "A") == (True, None)
+        assert table.admit("a2", "A") == (True, None)
+        assert table.admit("a3", "A") == (False, None)
+        assert table.admit("b1", "B") == (True, None)
+        table.release("a1")
+        table.release("a1")  # twice: no effect
+        assert table.admit("a3", "A") == (True, None)
+        assert (len(table), table.count("A"), table.refused) == (3, 2, 1)
+
+    def test_when_full_the_longest_idle_is_evicted_never_a_busy_one(self) -> None:
+        table: ConnectionTable[str] = ConnectionTable(max_total=3, max_per_address=3)
+        for conn in ("c1", "c2", "c3"):
+            assert table.admit(conn, conn) == (True, None)
+        table.busy("c1")  # its request is in hand
+        table.busy("c2")
+        table.idle("c2")  # answered; idle again, more recently than c3
+        assert table.admit("c4", "c4") == (True, "c3")
+        assert "c3" not in table and len(table) == 3
+        assert table.admit("c5", "c5") == (True, "c2")
+        table.busy("c4")
+        table.busy("c5")
+        assert table.admit("c6", "c6") == (False, None)  # every place is busy
+        assert (table.evicted, table.refused) == (2, 1)
+
+    def test_lowering_the_cap_closes_idle_connections_until_restored(self) -> None:
+        table: ConnectionTable[int] = ConnectionTable(max_total=100, max_per_address=100)
+        for conn in range(40):
+            table.admit(conn, "A")
+        for conn in range(10):
+            table.busy(conn)
+        victims = table.lower(20)
+        assert victims == list(range(10, 30)) and len(table) == 20
+        assert table.max_total == 20
+        assert table.admit(99, "B") == (True, 30)
+        table.restore()
+        assert table.max_total == 100 and table.admit(100, "B") == (True, None)
+        assert table.lower(3) == list(range(31, 36))  # down to the floor, 16
+        assert table.max_total == 16 and len(table) == 16
+
+
+class TestRateLimiter:
+    def test_burst_then_the_rate(self) -> None:
+        limiter = RateLimiter(rate=2.0, burst=3, max_keys=10)
+        assert [limiter.take("a", now=0.0) for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]
+        assert limiter.take("b", now=0.0) == 0.0  # per key
+        assert limiter.take("a", now=0.25) == 0.25
+        assert limiter.take("a", now=0.5) == 0.0
+        assert limiter.take("a", now=100.0) == 0.0  # refilled, but never past the burst
+        assert [limiter.take("a", now=100.0) for _ in range(3)] == [0.0, 0.0, 0.5]
+
+    def test_the_address_table_is_bounded_least_recently_seen_first(self) -> None:
+        limiter = RateLimiter(rate=1.0, burst=1, max_keys=3)
+        for key in ("a", "b", "c"):
+            limiter.take(key, now=0.0)
+        limiter.take("a", now=0.0)  # a is seen again: b is now the oldest
+        limiter.take("d", now=0.0)
+        assert len(limiter) == 3
+        assert limiter.take("b", now=0.0) == 0.0  # forgotten: a fresh bucket
+        assert limiter.take("a", now=0.0) == 1.0  # remembered: still empty
+
+    def test_wait_takes_nothing_and_forgets_full_buckets(self) -> None:
+        limiter = RateLimiter(rate=1.0, burst=2, max_keys=10)
+        assert limiter.wait("a", now=0.0) == 0.0 and len(limiter) == 0
+        limiter.take("a", now=0.0)
+        limiter.take("a", now=0.0)
+        assert limiter.wait("a", now=0.5) == 0.5
+        assert limiter.wait("a", now=0.5) == 0.5
+        assert limiter.wait("a", now=2.0) == 0.0 and len(limiter) == 0
+
+    def test_bad_bounds_are_refused(self) -> None:
+        with pytest.raises(ValueError, match="rate"):
+            RateLimiter(rate=0.0, burst=1, max_keys=1)
+
+
+def test_failed_authentication_blocks_an_address_whatever_it_presents() -> None:
+    now = [0.0]
+    limits = RequestLimits(rate=100.0, burst=100, auth_failures_per_minute=6.0,
+                           auth_failure_burst=2, max_addresses=10, clock=lambda: now[0])
+    for _ in range(2):
+        assert limits.check("A") is None
+        limits.failed_auth("A")
+    refusal = limits.check("A")  # even with the right token: checked before auth
+    assert refusal is not None and refusal.reason == "too many failed authentications"
+    assert (refusal.retry_after, refusal.retry_after_header) == (10.0, "10")
+    assert limits.check("B") is None  # another address is not affected
+    now[0] = 10.0
+    assert limits.check("A") is None
+
+
+def test_the_request_bucket_refuses_with_when_to_come_back() -> None:
+    now = [0.0]
+    limits = RequestLimits(rate=4.0, burst=2, auth_failures_per_minute=0.0,
+                           auth_failure_burst=1, max_addresses=10, clock=lambda: now[0])
+    assert [limits.check("A") for _ in range(2)] == [None, None]
+    refusal = limits.check("A")
+    assert refusal is not None and refusal.reason == "too many requests"
+    assert (refusal.retry_after, refusal.retry_after_header) == (0.25, "1")
+    for _ in range(50):
+        limits.failed_auth("A")  # failures unlimited when their rate is 0
+    now[0] = 0.25
+    assert limits.check("A") is None and limits.refused == 1
+
+
+def test_off_means_off() -> None:
+    limits = RequestLimits(rate=0.0, burst=1, auth_failures_per_minute=0.0,
+                           auth_failure_burst=1, max_addresses=1)
+    for _ in range(1000):
+        limits.failed_auth("A")
+        assert limits.check("A") is None
+
+
+def test_log_throttle_counts_what_it_holds_back() -> None:
+    throttle = LogThrottle(10.0)
+    assert [throttle.due("x", now=t) for t in (0.0, 1.0, 2.0, 3.0)] == [0, None, None, None]
+    assert throttle.due("y", now=3.0) == 0  # per key
+    assert throttle.due("x", now=10.0) == 3
+    assert throttle.due("x", now=19.0) is None
+
+
+@pytest.mark.parametrize(("errors", "last", "since", "interval", "expected"), [
+    (0, None, 0.5, 1.0, ("ok", None)),
+    (2, "KeyError", 2.5, 1.0, ("ok", None)),
+    (3, "KeyError", 0.0, 1.0, ("failing", "the last 3 ticks failed (KeyError)")),
+    (0, None, 3.5, 1.0, ("stale", "no tick has completed for 3.5 s (update_interval=1 s)")),
+    (0, None, 1.9, 0.05, ("ok", None)),  # never stale before HEALTH_STALE_MIN
+    (0, None, 2.1, 0.05, ("stale", "no tick has completed for 2.1 s (update_interval=0.05 s)")),
+])
+def test_health_from_the_tickers_record(errors: int, last: str | None, since: float,
+                                        interval: float, expected: tuple[str, str | None]
+                                        ) -> None:
+    assert health(consecutive_errors=errors, last_error=last, since_success=since,
+                  interval=interval) == expected
+
+
+# -- a served dashboard --------------------------------------------------------------------------
+
+TOKEN = "correct-horse-battery"
+
+
+def assert_429(resp: Any, fragment: str) -> int:
+    assert resp.status == 429
+    assert resp.headers["Content-Type"] == "application/json"
+    body = resp.json()
+    assert body["status"] == 429 and fragment in body["error"], body
+    retry_after = int(resp.headers["Retry-After"])
+    assert retry_after >= 1
+    return retry_after
+
+
+def http_connections(s: Any) -> int:
+    counter = s.ctx.http_connections
+    assert counter is not None
+    return int(counter())
+
+
+def test_past_its_burst_an_address_gets_429_but_healthz_and_static_files_answer(
+        serve: Callable[..., Any]) -> None:
+    s = serve(rate_limit=0.5, rate_limit_burst=3)
+    assert [s.request("/api/jobs").status for _ in range(3)] == [200, 200, 200]
+    assert assert_429(s.request("/api/metrics"), "too many requests") == 2
+    assert_429(s.request("/metrics"), "too many requests")
+    assert_429(s.request("/nope"), "too many requests")
+    for _ in range(20):  # a load balancer's probe, the page's files: never limited
+        assert s.request("/healthz").status == 200
+        assert s.request("/static/js/main.js").status == 200
+    with pytest.raises(InvalidStatus) as refused:
+        s.ws()
+    assert refused.value.response.status_code == 429
+    assert json.loads(refused.value.response.body or b"")["status"] == 429
+
+
+def test_failed_authentication_is_throttled_harder(serve: Callable[..., Any]) -> None:
+    s = serve(auth_token=TOKEN, auth_failure_burst=3, auth_failures_per_minute=2)
+    for _ in range(3):
+        assert s.request("/api/jobs", headers={"Authorization": "Bearer guess-guess"}
+                         ).status == 401
+    # The allowance is spent: the right token waits too, so guessing cannot go on.
+    resp = s.request("/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert assert_429(resp, "too many failed authentications") == 30
+    with pytest.raises(InvalidStatus) as refused:
+        s.ws(f"/ws?token={TOKEN}")
+    assert refused.value.response.status_code == 429
+    assert s.request("/healthz").status == 200
+    # Successes cost nothing from the failure allowance.
+    t = serve(auth_token=TOKEN, auth_failure_burst=1, auth_failures_per_minute=1)
+    for _ in range(20):
+        assert t.request(f"/api/jobs?token={TOKEN}").status == 200
+
+
+def test_a_websocket_handshake_with_a_wrong_token_is_charged(serve: Callable[..., Any]) -> None:
+    s = serve(auth_token=TOKEN, auth_failure_burst=2, auth_failures_per_minute=1)
+    statuses = []
+    for _ in range(3):
+        with pytest.raises(InvalidStatus) as refused:
+            s.ws("/ws?token=guess-guess")
+        statuses.append(refused.value.response.status_code)
+    assert statuses == [401, 401, 429]
+
+
+def test_connections_over_the_per_address_cap_get_a_json_429(serve: Callable[..., Any],
+                                                             wait: Any) -> None:
+    s = serve(max_connections_per_ip=2)
+    held = half_open(s.port, 2, partial_every=0)  # from 127.0.0.2
+    try:
+        wait(lambda: http_connections(s) == 2)
+        (third,) = half_open(s.port, 1, partial_every=0)
+        held.append(third)
+        third.settimeout(10)
+        answer = b""
+        while chunk := third.recv(4096):
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 429 ")
+        assert json.loads(body) == {"error": "too many connections from this address",
+                                    "status": 429}
+        assert s.request("/api/jobs").status == 200  # from 127.0.0.1: another address
+    finally:
+        close_all(held)
+
+
+def test_when_every_place_is_taken_the_longest_idle_connection_makes_room(
+        serve: Callable[..., Any], wait: Any) -> None:
+    s = serve(max_connections=4, max_connections_per_ip=4)
+    held = half_open(s.port, 4, partial_every=0)  # from 127.0.0.2, never a request
+    try:
+        wait(lambda: http_connections(s) == 4)
+        for _ in range(3):
+            assert s.request("/api/jobs").status == 200
+        held[0].settimeout(10)
+        assert held[0].recv(1) == b""  # the oldest was closed to make room
+    finally:
+        close_all(held)
+
+
+def test_the_header_timeout_applies_in_process(serve: Callable[..., Any]) -> None:
+    s = serve(header_timeout=0.5)
+    (sock,) = half_open(s.port, 1, partial_every=1)
+    try:
+        sock.settimeout(10)
+        assert sock.recv(1) == b""
+    finally:
+        close_all([sock])
+
+
+def busy_registry(dash: Any, series: int = 400) -> None:
+    """User instruments with ``series`` series in all, so one /metrics encoding is slow."""
+    meter = dash.meter_provider.get_meter("load")
+    for i in range(4):
+        counter = meter.create_counter(f"load.series{i}", unit="1")
+        for j in range(series // 4):
+            counter.add(1, {"vm": f"vm-{j:05d}", "zone": "us-east-1"})
+
+
+@pytest.mark.parametrize("accept", ["text/plain", "application/openmetrics-text; version=1.0.0"])
+def test_300_concurrent_scrapes_do_not_make_ticks_skip(serve: Callable[..., Any],
+                                                        accept: str) -> None:
+    s = serve(update_interval=0.25, max_connections=400, max_connections_per_ip=400,
+              rate_limit=0)
+    busy_registry(s.dash)
+    ticker = s.ctx.ticker
+    s.request("/metrics")  # warm: the first encoding of each series is the slowest
+    before = (ticker.ticks, ticker.skipped, ticker.errors)
+    answers = scrape_from_another_process(s.port, 300, accept)
+    assert answers == ["200 series"] * 300
+    # Sharing the tick's two threads, these scrapes queued ahead of the tick and 13 ticks
+    # were skipped (104 with 1,000 series). The loop itself still answers 300 requests at
+    # once, which may hold one tick back on a busy machine.
+    assert ticker.skipped - before[1] <= 2 and ticker.errors == before[2]
+    assert ticker.ticks > before[0]
+    # Shared encodings: far fewer than one per request.
+    assert s.ctx.expositions is not None and s.ctx.expositions.calls < 100
+
+
+def test_healthz_answers_503_while_ticks_fail_and_200_once_they_succeed(
+        serve: Callable[..., Any], wait: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = serve()
+    assert s.request("/healthz").json()["status"] == "ok"
+
+    def broken(now: Any = None) -> dict[str, Any]:
+        raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(s.dash, "snapshot", broken)
+    resp = wait(lambda: (r := s.request("/healthz")).status == 503 and r)
+    body = resp.json()
+    assert body["status"] == "failing"
+    assert body["reason"].startswith("the last ") and "(UnicodeEncodeError)" in body["reason"]
+    assert resp.headers["Content-Type"] == "application/json"
+    monkeypatch.undo()
+    wait(lambda: s.request("/healthz").status == 200)
+    assert s.request("/healthz").json()["reason"] is None
+
+
+def test_healthz_answers_503_when_the_ticker_stalls(serve: Callable[..., Any], wait: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    s = serve()
+    release = threading.Event()
+    snapshot = s.dash.snapshot
+
+    def stuck(now: Any = None) -> dict[str, Any]:
+        release.wait(30)
+        return snapshot()
+
+    monkeypatch.setattr(s.dash, "snapshot", stuck)
+    try:
+        resp = wait(lambda: (r := s.request("/healthz")).status == 503 and r, timeout=10)
+        assert resp.json()["status"] == "stale"
+        assert resp.json()["reason"].startswith("no tick has completed for ")
+    finally:
+        release.set()
+    monkeypatch.undo()
+    wait(lambda: s.request("/healthz").status == 200, timeout=10)
