@@ -47,7 +47,7 @@ INTERVAL = 1.0
 CLIENTS = 200
 CLIENT_ADDRESSES = 50
 FLOOD_BATCH = 100
-RSS_GROWTH_BOUND = 32 * 1024 * 1024
+RSS_GROWTH_BOUND = 16 * 1024 * 1024
 """Bytes of resident memory the server may gain after warm-up (see the README's Bounds)."""
 SERVER = Path(__file__).with_name("soak_server.py")
 
