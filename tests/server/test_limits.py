@@ -3,7 +3,13 @@ its own thread, and /healthz telling the truth."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -26,6 +32,7 @@ from hyperdash_otel.server.limits import (
     RequestLimits,
     connection_caps,
 )
+from hyperdash_otel.server.pool import Busy, Coalescing, Pool
 from hyperdash_otel.server.runner import connection_table
 from tests.server.flood import ServerProcess, close_all, half_open, scrape_from_another_process
 
@@ -552,3 +559,82 @@ def test_limit_flags_reach_the_config(capsys: pytest.CaptureFixture[str]) -> Non
         build_parser().parse_args(["serve", "--header-timeout", "0"])
     assert exited.value.code == 2
     assert "--header-timeout: must be > 0 s, got 0" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[str, str]:
+    if shutil.which("openssl") is None:
+        reason = "needs the openssl command (apt-get install openssl; `make system-deps`)"
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+def test_under_tls_a_connection_that_never_starts_the_handshake_is_closed(
+        serve: Callable[..., Any], tls_files: tuple[str, str], wait: Any) -> None:
+    cert, key = tls_files
+    s = serve(tls_certfile=cert, tls_keyfile=key, header_timeout=0.5,
+              max_connections=3, max_connections_per_ip=3)
+    held = half_open(s.port, 4, partial_every=0)  # silent: no ClientHello
+    try:
+        for sock in held:
+            sock.settimeout(10)
+            assert sock.recv(1) == b""  # the 4th refused at once, the others timed out
+        wait(lambda: http_connections(s) == 0)
+    finally:
+        close_all(held)
+    context = ssl.create_default_context(cafile=cert)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert tls.recv(12) == b"HTTP/1.1 200"
+
+
+def test_coalescing_shares_only_calls_that_have_not_started() -> None:
+    async def scenario() -> None:
+        pool = Pool(workers=1, name="test-coalescing")
+        coalescing: Coalescing[str, int] = Coalescing(pool, max_keys=2)
+        gate = threading.Event()
+        started = threading.Event()
+        runs: list[str] = []
+
+        def blocking() -> int:
+            started.set()
+            gate.wait(10)
+            runs.append("first")
+            return 1
+
+        def count(name: str) -> Callable[[], int]:
+            def call() -> int:
+                runs.append(name)
+                return len(runs)
+            return call
+
+        try:
+            first = asyncio.ensure_future(coalescing.run("a", blocking))
+            await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+            # "a" has started: these queue a new call, shared by all three.
+            joined = [asyncio.ensure_future(coalescing.run("a", count(f"a{i}")))
+                      for i in range(3)]
+            other = asyncio.ensure_future(coalescing.run("b", count("b")))
+            await asyncio.sleep(0)
+            with pytest.raises(Busy):
+                await coalescing.run("c", count("c"))  # two keys already wait
+            gate.set()
+            assert await first == 1
+            assert [await j for j in joined] == [2, 2, 2]
+            assert await other == 3
+            assert runs == ["first", "a0", "b"] and coalescing.calls == 3
+        finally:
+            gate.set()
+            await pool.aclose()
+
+    asyncio.run(scenario())
