@@ -339,6 +339,13 @@ class Telemetry:
                     atexit.register(at_exit)
         else:
             self.meter_provider = meter_provider
+            if not hasattr(meter_provider, "add_metric_reader"):
+                self.reader.shutdown()
+                self._release()
+                raise RuntimeError(
+                    "meter_provider: this opentelemetry-sdk cannot add a reader to an existing "
+                    "MeterProvider (MeterProvider.add_metric_reader); upgrade opentelemetry-sdk"
+                )
             meter_provider.add_metric_reader(self.reader)
         self.meter: Meter = self.meter_provider.get_meter(METER_NAME)
         self.instruments: dict[str, Any] = {}
@@ -394,6 +401,9 @@ class Telemetry:
             self.meter_provider.shutdown(timeout_millis=OTLP_SHUTDOWN_TIMEOUT_MS)
         else:
             self.meter_provider.remove_metric_reader(self.reader)
+        self._release()
+
+    def _release(self) -> None:
         with _REGISTRIES_LOCK:
             with contextlib.suppress(KeyError):
                 self.registry.unregister(self._reservation)

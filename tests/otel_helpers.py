@@ -1,14 +1,20 @@
-"""A loopback OTLP/HTTP metrics receiver for the tests: what a Collector would get.
+"""Helpers for the OpenTelemetry tests.
 
-It decodes each ``ExportMetricsServiceRequest`` with opentelemetry-proto and keeps the
-newest data point of every (metric, attributes), plus the last resource it saw.
+:class:`OtlpReceiver` is a loopback OTLP/HTTP metrics receiver, what a Collector would get:
+it decodes each ``ExportMetricsServiceRequest`` with opentelemetry-proto and keeps the newest
+data point of every (metric, attributes), plus the last resource it saw.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import threading
+import time
+import urllib.request
 import zlib
+from collections.abc import Callable
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,6 +25,33 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 MAX_BODY = 16 * 1024 * 1024
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.01)
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode("utf-8"))
+
+
+def snapshot_time(snapshot: dict[str, Any]) -> float:
+    """The snapshot's ``timestamp`` as seconds since the epoch."""
+    return datetime.fromisoformat(snapshot["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
 def _value(v: AnyValue) -> Any:
@@ -61,6 +94,9 @@ class OtlpReceiver:
         self.resource: dict[str, Any] = {}
         self.points: dict[tuple[str, tuple[tuple[str, Any], ...]], Point] = {}
         self.scopes: set[str] = set()
+        self.held = 0
+        self.hold = threading.Event()
+        self.hold.set()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -70,6 +106,11 @@ class OtlpReceiver:
                     self.send_error(404 if self.path != "/v1/metrics" else 400)
                     return
                 body = self.rfile.read(length)
+                if not receiver.hold.is_set():
+                    # A slow Collector: answer only once released (bounded by the test).
+                    with receiver.lock:
+                        receiver.held += 1
+                    receiver.hold.wait(30)
                 encoding = self.headers.get("Content-Encoding", "")
                 if encoding == "gzip":
                     body = gzip.decompress(body)
