@@ -240,9 +240,10 @@ class QuietExporter(MetricExporter):
 def otlp_reader(
     settings: OtlpSettings,
     collect: Callable[[float], MetricsData | None] | None = None,
-) -> PeriodicExportingMetricReader | None:
-    """The periodic OTLP/HTTP reader the settings ask for, or None (with one warning naming
-    the extra to install) when opentelemetry-exporter-otlp-proto-http is missing.
+) -> tuple[PeriodicExportingMetricReader, QuietExporter] | None:
+    """The periodic OTLP/HTTP reader the settings ask for and its exporter, or None (with one
+    warning naming the extra to install) when opentelemetry-exporter-otlp-proto-http is
+    missing.
 
     With ``collect``, the reader exports what that function returns (one aggregation shared
     with the dashboard's Prometheus reader) and must not be registered on a provider;
@@ -267,7 +268,7 @@ def otlp_reader(
             return collect(timeout_millis)
 
         reader._set_collect_callback(shared_collect)
-    return reader
+    return reader, exporter
 
 
 # -- the global provider -----------------------------------------------------------------------

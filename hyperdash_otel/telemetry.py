@@ -41,7 +41,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import CollectorRegistry
 
-from .otel import DEFAULT_SERVICE_NAME, OtlpSettings, make_resource, otlp_reader
+from .otel import (
+    DEFAULT_SERVICE_NAME,
+    OtlpSettings,
+    QuietExporter,
+    make_resource,
+    otlp_reader,
+)
 
 __all__ = [
     "METRICS",
@@ -308,16 +314,18 @@ class Telemetry:
         }
         self.reader = _DashboardReader(registry=registry, cardinality_limits=limits)
         self.otlp_reader: PeriodicExportingMetricReader | None = None
+        """The OTLP export from the environment, if any."""
+        self.otlp_exporter: QuietExporter | None = None
         self._otlp_shared = False
         self._owns_provider = meter_provider is None
         if meter_provider is None:
             if otlp is not None and otlp.enabled:
                 self._otlp_shared = otlp.shared
-                self.otlp_reader = otlp_reader(
-                    otlp, self.reader.collect_data if otlp.shared else None
-                )
-                if self.otlp_reader is not None and not otlp.shared:
-                    readers.append(self.otlp_reader)
+                made = otlp_reader(otlp, self.reader.collect_data if otlp.shared else None)
+                if made is not None:
+                    self.otlp_reader, self.otlp_exporter = made
+                    if not otlp.shared:
+                        readers.append(self.otlp_reader)
             self.meter_provider = MeterProvider(
                 metric_readers=[self.reader, *readers],
                 resource=make_resource(service_name),
