@@ -265,3 +265,16 @@ def test_without_the_otlp_extra_one_line_says_how_to_install_it(receiver: OtlpRe
     lines = [line for line in err.splitlines() if "hyperdash-otel[otlp]" in line]
     assert len(lines) == 1 and "pip install 'hyperdash-otel[otlp]'" in lines[0]
     assert receiver.requests == 0
+
+
+def test_a_process_that_ends_without_close_still_sends_its_last_figures(receiver: OtlpReceiver):
+    script = ("from hyperdash_otel import Config, Dashboard\n"
+              "dash = Dashboard(Config(port=0, collect_system_metrics=False))\n"
+              "dash.update_job_metrics(active=1, completed=42, failed=0, pending=0, "
+              "queue_len=0)\n")
+    # An hour between exports: only the one at exit can carry the figures.
+    env = {**os.environ, **otel_env(receiver, OTEL_METRIC_EXPORT_INTERVAL="3600000")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert receiver.value("hyperdash.jobs.completed") == 42
