@@ -231,6 +231,12 @@ class _DashboardReader(PrometheusMetricReader):
             return
         super()._receive_metrics(metrics_data, timeout_millis, **kwargs)
 
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        # Idempotent: a MeterProvider whose construction failed still shuts its readers
+        # down at exit, after the dashboard has already let go of the registry.
+        with contextlib.suppress(KeyError):
+            super().shutdown(timeout_millis, **kwargs)
+
     def collect_data(self, timeout_millis: float = 10_000) -> MetricsData | None:
         """One collection returned as ``MetricsData``; the registry's next collect is not
         affected (the SDK serialises collections of one provider under its own lock)."""
@@ -307,54 +313,27 @@ class Telemetry:
             if meter_provider is not None:
                 _PROVIDERS_IN_USE.add(meter_provider)
         self.registry = registry
+        self.otlp_reader: PeriodicExportingMetricReader | None = None
+        """The OTLP export from the environment, if any."""
+        self.otlp_exporter: QuietExporter | None = None
+        self._otlp_shared = False
+        self._owns_provider = meter_provider is None
+        self._at_exit: Callable[[], None] | None = None
         limits: dict[type, int] = {
             cls: CARDINALITY_LIMIT
             for cls in (Counter, UpDownCounter, Histogram, SdkGauge, ObservableCounter,
                         ObservableUpDownCounter, ObservableGauge)
         }
         self.reader = _DashboardReader(registry=registry, cardinality_limits=limits)
-        self.otlp_reader: PeriodicExportingMetricReader | None = None
-        """The OTLP export from the environment, if any."""
-        self.otlp_exporter: QuietExporter | None = None
-        self._otlp_shared = False
-        self._owns_provider = meter_provider is None
-        if meter_provider is None:
-            if otlp is not None and otlp.enabled:
-                self._otlp_shared = otlp.shared
-                made = otlp_reader(otlp, self.reader.collect_data if otlp.shared else None)
-                if made is not None:
-                    self.otlp_reader, self.otlp_exporter = made
-                    if not otlp.shared:
-                        readers.append(self.otlp_reader)
-            self.meter_provider = MeterProvider(
-                metric_readers=[self.reader, *readers],
-                resource=make_resource(service_name),
-            )
-            if self.otlp_reader is not None and otlp is not None:
-                log.info("exporting metrics over OTLP/HTTP to %s every %g s", otlp.endpoint,
-                         otlp.interval_millis / 1000)
-                if self._otlp_shared:
-                    # MeterProvider flushes its registered readers at exit; this one is not
-                    # registered, so it gets its own hook (holding no reference to us).
-                    ref = weakref.ref(self)
-
-                    def at_exit() -> None:
-                        telemetry = ref()
-                        if telemetry is not None:
-                            telemetry.shutdown()
-
-                    self._at_exit: Callable[[], None] | None = at_exit
-                    atexit.register(at_exit)
-        else:
-            self.meter_provider = meter_provider
-            if not hasattr(meter_provider, "add_metric_reader"):
-                self.reader.shutdown()
-                self._release()
-                raise RuntimeError(
-                    "meter_provider: this opentelemetry-sdk cannot add a reader to an existing "
-                    "MeterProvider (MeterProvider.add_metric_reader); upgrade opentelemetry-sdk"
-                )
-            meter_provider.add_metric_reader(self.reader)
+        try:
+            self.meter_provider = self._provider(meter_provider, readers, otlp, service_name)
+        except BaseException:
+            # A rejected construction leaves nothing registered or running.
+            if self.otlp_reader is not None:
+                self.otlp_reader.shutdown(timeout_millis=0)
+            self.reader.shutdown()
+            self._release(meter_provider)
+            raise
         self.meter: Meter = self.meter_provider.get_meter(METER_NAME)
         self.instruments: dict[str, Any] = {}
         for spec in METRICS:
@@ -362,6 +341,48 @@ class Telemetry:
         self._collect_lock = threading.Lock()
         self._closed = False
         self._warned: set[str] = set()
+
+    def _provider(
+        self, given: MeterProvider | None, readers: list[MetricReader],
+        otlp: OtlpSettings | None, service_name: str,
+    ) -> MeterProvider:
+        if given is not None:
+            if not hasattr(given, "add_metric_reader"):
+                raise RuntimeError(
+                    "meter_provider: this opentelemetry-sdk cannot add a reader to an existing "
+                    "MeterProvider (MeterProvider.add_metric_reader); upgrade opentelemetry-sdk"
+                )
+            given.add_metric_reader(self.reader)
+            return given
+        if otlp is not None and otlp.enabled:
+            self._otlp_shared = otlp.shared
+            made = otlp_reader(otlp, self.reader.collect_data if otlp.shared else None)
+            if made is not None:
+                self.otlp_reader, self.otlp_exporter = made
+                if not otlp.shared:
+                    readers.append(self.otlp_reader)
+        try:
+            provider = MeterProvider(
+                metric_readers=[self.reader, *readers], resource=make_resource(service_name)
+            )
+        except Exception as exc:  # the SDK raises a bare Exception for a reader in use
+            raise ValueError(f"metric_readers: {exc}") from None
+        if self.otlp_reader is not None and otlp is not None:
+            log.info("exporting metrics over OTLP/HTTP to %s every %g s", otlp.endpoint,
+                     otlp.interval_millis / 1000)
+            if self._otlp_shared:
+                # MeterProvider flushes its registered readers at exit; this one is not
+                # registered, so it gets its own hook (holding no reference to us).
+                ref = weakref.ref(self)
+
+                def at_exit() -> None:
+                    telemetry = ref()
+                    if telemetry is not None:
+                        telemetry.shutdown()
+
+                self._at_exit = at_exit
+                atexit.register(at_exit)
+        return provider
 
     def _create(self, spec: MetricSpec) -> Any:
         m = self.meter
@@ -398,9 +419,8 @@ class Telemetry:
             if self._closed:
                 return
             self._closed = True
-        at_exit = getattr(self, "_at_exit", None)
-        if at_exit is not None:
-            atexit.unregister(at_exit)
+        if self._at_exit is not None:
+            atexit.unregister(self._at_exit)
         if self.otlp_reader is not None and self._otlp_shared:
             # Not registered on the provider: it is ours to stop, before the Prometheus
             # reader it collects through goes away.
@@ -409,14 +429,15 @@ class Telemetry:
             self.meter_provider.shutdown(timeout_millis=OTLP_SHUTDOWN_TIMEOUT_MS)
         else:
             self.meter_provider.remove_metric_reader(self.reader)
-        self._release()
+        self._release(self.meter_provider)
 
-    def _release(self) -> None:
+    def _release(self, provider: MeterProvider | None) -> None:
         with _REGISTRIES_LOCK:
             with contextlib.suppress(KeyError):
                 self.registry.unregister(self._reservation)
             _REGISTRIES_IN_USE.discard(self.registry)
-            _PROVIDERS_IN_USE.discard(self.meter_provider)
+            if provider is not None:
+                _PROVIDERS_IN_USE.discard(provider)
 
 
 def metric_table_markdown() -> str:

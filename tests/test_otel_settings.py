@@ -150,6 +150,17 @@ def test_bad_otel_arguments_are_errors_naming_them(kwargs, error, match):
     Dashboard(CONFIG).close()
 
 
+def test_a_reader_of_another_provider_is_refused_and_nothing_stays_registered():
+    taken = InMemoryMetricReader()
+    other = MeterProvider(metric_readers=[taken])
+    try:
+        with pytest.raises(ValueError, match="metric_readers: .*registered already"):
+            Dashboard(CONFIG, metric_readers=[taken])
+        Dashboard(CONFIG).close()
+    finally:
+        other.shutdown()
+
+
 @pytest.fixture
 def provider() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
     theirs = InMemoryMetricReader()
