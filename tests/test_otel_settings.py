@@ -207,11 +207,33 @@ def test_otlp_with_delta_temporality_gets_a_reader_of_its_own(monkeypatch):
             # Delta: the next export carries the increase only; the page keeps the total.
             wait_until(lambda: receiver.value("hyperdash.jobs.completed") == 2)
             assert dash.snapshot()["jobs_completed"] == 7
-            assert len(dash.metric_readers) == 2
+            assert len(dash.metric_readers) == 2 and _aggregations(dash) == 2
         finally:
             dash.close()
     finally:
         receiver.stop()
+
+
+def _aggregations(dash: Dashboard) -> int:
+    # The SDK keeps one aggregation per registered reader and feeds each on every
+    # recording: that count is what a recording costs (bench/core.py measures it).
+    return len(dash.meter_provider._measurement_consumer._reader_storages)
+
+
+def test_the_otlp_export_reads_the_pages_aggregation_instead_of_a_copy(monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "3600000")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "0.1")
+    exporting = Dashboard(CONFIG)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    plain = Dashboard(CONFIG)
+    try:
+        assert exporting.telemetry.otlp_reader is not None
+        assert plain.telemetry.otlp_reader is None
+        assert _aggregations(exporting) == _aggregations(plain) == 1
+    finally:
+        exporting.close()
+        plain.close()
 
 
 def test_otel_metrics_exporter_none_switches_the_export_off(monkeypatch):
