@@ -220,9 +220,9 @@ class Dashboard:
         }
         avg_ms = v.real(avg_response_time, "avg_response_time")
         with self._lock:
-            self._http_pushed = True
             self._advance("http_requests", totals["http_requests"])
             self._advance("http_errors", totals["http_errors"])
+            self._http_pushed = True
             self._commit_totals(totals)
             self._set("avg_response_time", avg_ms / 1000.0)
 

@@ -91,6 +91,16 @@ def test_pushed_values_win_from_the_first_push_on(dash):
         40, 2, 12.5)
 
 
+def test_a_rejected_push_leaves_the_cards_to_the_standard_metrics(dash):
+    dash.meter_provider.get_meter("web").create_histogram(
+        "http.server.request.duration", unit="s").record(0.25, {"http.response.status_code": 200})
+    with pytest.raises(ValueError, match="requests"):
+        dash.update_http_metrics(requests=-1, errors=0, avg_response_time=1.0)
+    snap = dash.snapshot()
+    assert (snap["http_requests"], snap["http_errors"], snap["avg_response_time"]) == (
+        1, 0, 250.0)
+
+
 # -- a real web app, instrumented with opentelemetry-instrumentation-asgi -----------------------
 
 
