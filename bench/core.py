@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from hyperdash_otel import Config, Dashboard, JobInfo
@@ -43,6 +49,70 @@ def update_rows() -> list[tuple[str, str, float, float]]:
     ]
 
 
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that accepts everything (the exports at close)."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def otlp_rows() -> list[tuple[str, str, float, float]]:
+    """update_job_metrics with OTLP export from the environment against none, same run."""
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    # The hour-long interval keeps exports out of the measurement (one goes out at close):
+    # the rows show what a recording costs, not the export thread.
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
+           "OTEL_METRIC_EXPORT_INTERVAL": "3600000"}
+    plain = Dashboard(Config(collect_system_metrics=False))
+    with _environ(env):
+        shared = Dashboard(Config(collect_system_metrics=False))
+    with _environ({**env, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta"}):
+        separate = Dashboard(Config(collect_system_metrics=False))
+    assert shared.telemetry.otlp_reader is not None and len(separate.metric_readers) == 2
+    counts = {"plain": 0, "shared": 0, "separate": 0}
+
+    def call(name: str, dash: Dashboard) -> None:
+        counts[name] += 1
+        dash.update_job_metrics(5, counts[name], counts[name], 3, 3)
+
+    # Short, many rounds: a busy machine shifts long rounds apart more than the cases differ.
+    base1, cand1 = compare(lambda: call("plain", plain), lambda: call("shared", shared),
+                           number=1_000, rounds=21)
+    base2, cand2 = compare(lambda: call("plain", plain), lambda: call("separate", separate),
+                           number=1_000, rounds=21)
+    for dash in (plain, shared, separate):
+        dash.close()
+    sink.shutdown()
+    sink.server_close()
+    return [
+        ("update_job_metrics, OTLP export from OTEL_* (shared aggregation)",
+         "same call, no OTLP", base1, cand1),
+        ("update_job_metrics, OTLP with a reader of its own (delta temporality)",
+         "same call, no OTLP", base2, cand2),
+    ]
+
+
 def sampler_rows() -> list[tuple[str, str, float, float]]:
     import psutil
 
@@ -77,6 +147,7 @@ def snapshot_rows() -> list[tuple[str, str, float, float]]:
 
 def main() -> None:
     print_table("Update calls (per call)", update_rows())
+    print_table("OTLP export attached (per call)", otlp_rows())
     print_table("System metrics, sampled each tick (per sample)", sampler_rows())
     print_table("One tick's snapshot (collect + build) vs one scrape", snapshot_rows())
 

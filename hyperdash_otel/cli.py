@@ -36,6 +36,7 @@ from .demo import (
     DemoSettings,
     run_demo,
 )
+from .otel import OtlpSettings
 from .watch import (
     DEFAULT_BACKLOG,
     DEFAULT_CONNECT_TIMEOUT,
@@ -154,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="A live job-monitoring dashboard on OpenTelemetry and Prometheus.",
         epilog="Every Config field can also be set as HYPERDASH_<FIELD> (HYPERDASH_PORT=9090, "
-               "HYPERDASH_AUTH_TOKEN=...); flags win over the environment.",
+               "HYPERDASH_AUTH_TOKEN=...); flags win over the environment. "
+               "OTEL_EXPORTER_OTLP_ENDPOINT (and the other standard OTEL_* variables) "
+               "sends the metrics to an OpenTelemetry Collector too.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -251,6 +254,8 @@ def _config(args: argparse.Namespace, command: str, err: TextIO) -> Config | Non
     overrides.update(_limit_overrides(args))
     try:
         config = Config.from_env(**overrides)
+        # The OTEL_* variables that send metrics to a Collector, checked before serving.
+        OtlpSettings.from_env()
     except (ValueError, TypeError) as exc:
         err.write(f"{PROG} {command}: error: {exc}\n")
         return None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
 from prometheus_client import REGISTRY
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
@@ -17,6 +19,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from . import validation as v
 from .config import Config
+from .otel import OtlpSettings, install_global
 from .snapshot import build_snapshot
 from .stores import (
     HEALTH_STATUSES,
@@ -66,15 +69,40 @@ class Dashboard:
     """
 
     def __init__(
-        self, config: Config | None = None, *, registry: CollectorRegistry | None = None
+        self,
+        config: Config | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+        meter_provider: MeterProvider | None = None,
+        metric_readers: Sequence[MetricReader] = (),
+        set_global: bool = False,
     ) -> None:
+        """``meter_provider``: read this SDK provider (for instance the global one that
+        ``opentelemetry-instrument`` set) instead of creating one. ``metric_readers``: more
+        readers on the dashboard's own provider. ``set_global``: make the dashboard's provider
+        the process's global one, so ``opentelemetry.metrics.get_meter()`` anywhere reaches
+        the page (``RuntimeError`` if another global provider is already set).
+
+        When ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._METRICS_ENDPOINT``) is set, the
+        dashboard's own provider also exports over OTLP/HTTP (see the README).
+        """
         if config is not None and not isinstance(config, Config):
             raise TypeError(f"config must be a Config, got {type(config).__name__}")
+        if not isinstance(set_global, bool):
+            raise TypeError(f"set_global must be a bool, got {type(set_global).__name__}")
         self.config = config or Config()
+        otlp = OtlpSettings.from_env() if meter_provider is None else None
         if registry is None:
             registry = REGISTRY if self.config.use_global_registry else CollectorRegistry()
         self.registry = registry
-        self.telemetry = Telemetry(registry)
+        self.telemetry = Telemetry(registry, meter_provider=meter_provider,
+                                   metric_readers=metric_readers, otlp=otlp)
+        if set_global:
+            try:
+                install_global(self.telemetry.meter_provider)
+            except BaseException:
+                self.telemetry.shutdown()
+                raise
         self._lock = threading.RLock()
         self._jobs = JobStore(self.config.max_jobs)
         self._alerts = AlertStore(self.config.max_alerts)
@@ -83,6 +111,9 @@ class Dashboard:
         self._totals = {"jobs_completed": 0, "jobs_failed": 0, "http_requests": 0,
                         "http_errors": 0}
         self._system_pushed = False
+        # Until update_http_metrics is called, the HTTP cards follow the standard HTTP server
+        # metrics (http.server.request.duration) when the service records them.
+        self._http_pushed = False
         # Last value set on each of our gauges: an unchanged value skips the OTel call
         # (each costs several microseconds, and daemons mostly report steady figures).
         self._gauges: dict[str, float] = {}
@@ -191,6 +222,7 @@ class Dashboard:
         with self._lock:
             self._advance("http_requests", totals["http_requests"])
             self._advance("http_errors", totals["http_errors"])
+            self._http_pushed = True
             self._commit_totals(totals)
             self._set("avg_response_time", avg_ms / 1000.0)
 
@@ -228,12 +260,21 @@ class Dashboard:
 
     @property
     def meter_provider(self) -> MeterProvider:
-        """Create your own instruments here to have them on the page and in ``/metrics``."""
+        """Create your own instruments here to have them on the page and in ``/metrics``
+        (or pass ``set_global=True`` and use ``opentelemetry.metrics.get_meter()``)."""
         return self.telemetry.meter_provider
 
     @property
     def meter(self) -> Meter:
+        """The dashboard's own meter (scope ``hyperdash``)."""
         return self.telemetry.meter
+
+    @property
+    def metric_readers(self) -> tuple[MetricReader, ...]:
+        """The readers the dashboard added: its Prometheus reader, then the OTLP one from
+        the environment if any (yours, passed as ``metric_readers``, are not repeated)."""
+        otlp = self.telemetry.otlp_reader
+        return (self.telemetry.reader,) if otlp is None else (self.telemetry.reader, otlp)
 
     @property
     def system_health(self) -> str:
@@ -256,6 +297,7 @@ class Dashboard:
             self._health,
             now=now or datetime.now(timezone.utc),
             max_custom_series=self.config.max_custom_series,
+            derive_http=not self._http_pushed,
         )
 
     def jobs(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from .stores import Alert, JobRecord
 from .telemetry import BY_FIELD, RESERVED_FAMILIES, family_name
 from .validation import rfc3339
 
-__all__ = ["SNAPSHOT_FIELDS", "build_snapshot"]
+__all__ = ["HTTP_SERVER_HISTOGRAMS", "SNAPSHOT_FIELDS", "build_snapshot", "http_from_semconv"]
 
 # The original's WebSocket message, in its order, with each key's JSON type.
 SNAPSHOT_FIELDS: dict[str, type] = {
@@ -92,6 +92,53 @@ def _custom(
     return custom, dropped
 
 
+HTTP_SERVER_HISTOGRAMS: tuple[tuple[str, str, float], ...] = (
+    # (family name, status code label, factor to milliseconds)
+    ("http_server_request_duration_seconds", "http_response_status_code", 1000.0),
+    ("http_server_duration_milliseconds", "http_status_code", 1.0),
+)
+"""The OpenTelemetry HTTP server duration histograms as the Prometheus exporter names them:
+the stable ``http.server.request.duration`` (s) first, then the older ``http.server.duration``
+(ms)."""
+
+
+def http_from_semconv(families: Iterable[Metric]) -> tuple[int, int, float] | None:
+    """``(requests, errors, mean duration in ms)`` from the standard HTTP server metrics,
+    or None when the service records neither.
+
+    That is what OpenTelemetry's instrumentation for WSGI, Flask, ASGI, FastAPI, Tornado...
+    records. Every series counts (all routes, methods and instrumentation scopes); an error
+    is a 5xx status, or an ``error.type`` with no status (the request failed before one was
+    sent). Only the first histogram of :data:`HTTP_SERVER_HISTOGRAMS` that has series is
+    read, so an instrumentation that records both (``OTEL_SEMCONV_STABILITY_OPT_IN=http/dup``)
+    counts each request once.
+    """
+    by_name = {fam.name: fam for fam in families}
+    for name, status_label, to_ms in HTTP_SERVER_HISTOGRAMS:
+        fam = by_name.get(name)
+        if fam is None or fam.type != "histogram":
+            continue
+        count_name, sum_name = name + "_count", name + "_sum"
+        requests = errors = 0.0
+        total = 0.0
+        for s in fam.samples:
+            if not math.isfinite(s.value):
+                continue
+            if s.name == sum_name:
+                total += s.value
+            elif s.name == count_name:
+                requests += s.value
+                status = s.labels.get(status_label, "")
+                if (status.isdigit() and int(status) >= 500) or (
+                    not status and s.labels.get("error_type")
+                ):
+                    errors += s.value
+        if requests <= 0:
+            continue
+        return round(requests), round(errors), total * to_ms / requests
+    return None
+
+
 def build_snapshot(
     families: Sequence[Metric],
     jobs: Sequence[JobRecord],
@@ -100,11 +147,15 @@ def build_snapshot(
     *,
     now: datetime,
     max_custom_series: int = DEFAULT_MAX_CUSTOM_SERIES,
+    derive_http: bool = True,
 ) -> dict[str, Any]:
     """The Metrics dict: every key of the original's message, plus ``custom``.
 
     Numbers are read back from ``families`` (one ``registry.collect()``), summed over every
     series of a family, so a user's own instrument under a documented name counts too.
+    With ``derive_http`` (until values are pushed with ``update_http_metrics``), the
+    HTTP cards come from the standard HTTP server metrics when there are any
+    (:func:`http_from_semconv`).
     """
     by_name = {fam.name: fam for fam in families}
 
@@ -145,6 +196,10 @@ def build_snapshot(
         "alerts": [alert.to_json() for alert in alerts],
         "custom": custom,
     }
+    http = http_from_semconv(families) if derive_http else None
+    if http is not None:
+        snapshot["http_requests"], snapshot["http_errors"] = http[0], http[1]
+        snapshot["avg_response_time"] = round(http[2], 3)
     if dropped:
         snapshot["custom_dropped"] = dropped
     return snapshot

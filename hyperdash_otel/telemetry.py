@@ -7,11 +7,12 @@ generated from it (:func:`metric_table_markdown`) and a test holds the two toget
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,7 +28,11 @@ from opentelemetry.sdk.metrics import (
     UpDownCounter,
 )
 from opentelemetry.sdk.metrics import _Gauge as SdkGauge
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.metrics.export import (
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -35,6 +40,14 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import CollectorRegistry
+
+from .otel import (
+    DEFAULT_SERVICE_NAME,
+    OtlpSettings,
+    QuietExporter,
+    make_resource,
+    otlp_reader,
+)
 
 __all__ = [
     "METRICS",
@@ -201,35 +214,126 @@ def merge_families(families: Iterable[Metric], warned: set[str]) -> list[Metric]
     return list(merged.values())
 
 
+class _DashboardReader(PrometheusMetricReader):
+    """The Prometheus reader, which can also hand one collection to the caller instead of
+    the registry (the shared OTLP export reads the same aggregation this way)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._diverted = threading.local()
+
+    def _receive_metrics(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        box: list[MetricsData] | None = getattr(self._diverted, "box", None)
+        if box is not None:
+            box.append(metrics_data)
+            return
+        super()._receive_metrics(metrics_data, timeout_millis, **kwargs)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        # Idempotent: a MeterProvider whose construction failed still shuts its readers
+        # down at exit, after the dashboard has already let go of the registry.
+        with contextlib.suppress(KeyError):
+            super().shutdown(timeout_millis, **kwargs)
+
+    def collect_data(self, timeout_millis: float = 10_000) -> MetricsData | None:
+        """One collection returned as ``MetricsData``; the registry's next collect is not
+        affected (the SDK serialises collections of one provider under its own lock)."""
+        box: list[MetricsData] = []
+        self._diverted.box = box
+        try:
+            self.collect(timeout_millis=timeout_millis)
+        finally:
+            self._diverted.box = None
+        return box[0] if box else None
+
+
+# One dashboard per foreign MeterProvider: a second one would count every series twice.
+_PROVIDERS_IN_USE: weakref.WeakSet[MeterProvider] = weakref.WeakSet()
+
+OTLP_SHUTDOWN_TIMEOUT_MS = 5_000.0
+"""Longest :meth:`Telemetry.shutdown` waits for the last OTLP export (a Collector that is down
+must not hold a closing service)."""
+
+
 class Telemetry:
-    """A MeterProvider whose only reader exports into ``registry``.
+    """A MeterProvider whose readers export into ``registry`` and, optionally, elsewhere.
+
+    - ``meter_provider``: attach to this SDK provider (yours, or the global one) instead of
+      creating one; the dashboard adds its reader and removes it again on :meth:`shutdown`.
+    - ``metric_readers``: more readers on the dashboard's own provider.
+    - ``otlp``: OTLP export from the ``OTEL_*`` environment (see :mod:`hyperdash_otel.otel`);
+      it reads the Prometheus reader's aggregation when it can, so a recording costs the same
+      with it as without.
 
     Reads go through :meth:`collect` only: the reader keeps per-collection state, so two
     concurrent ``registry.collect()`` calls would steal each other's data points.
     """
 
-    def __init__(self, registry: CollectorRegistry, *, service_name: str = "hyperdash") -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        service_name: str = DEFAULT_SERVICE_NAME,
+        meter_provider: MeterProvider | None = None,
+        metric_readers: Sequence[MetricReader] = (),
+        otlp: OtlpSettings | None = None,
+    ) -> None:
+        if meter_provider is not None and not isinstance(meter_provider, MeterProvider):
+            raise TypeError(
+                "meter_provider must be an opentelemetry.sdk.metrics.MeterProvider, got "
+                f"{type(meter_provider).__name__}"
+            )
+        readers = list(metric_readers)
+        for r in readers:
+            if not isinstance(r, MetricReader):
+                raise TypeError(
+                    f"metric_readers entries must be MetricReaders, got {type(r).__name__}"
+                )
+        if meter_provider is not None and readers:
+            raise ValueError(
+                "metric_readers: add readers to the MeterProvider you pass as meter_provider "
+                "(the dashboard only adds its own)"
+            )
         with _REGISTRIES_LOCK:
             if registry in _REGISTRIES_IN_USE:
                 raise ValueError(
                     "registry: this CollectorRegistry already has a hyperdash reader "
                     "(one Dashboard per registry)"
                 )
+            if meter_provider is not None and meter_provider in _PROVIDERS_IN_USE:
+                raise ValueError(
+                    "meter_provider: another Dashboard already reads this MeterProvider"
+                )
             self._reservation = _NameReservation()
             # Raises ValueError("Duplicated timeseries ...") if a native metric took a name.
             registry.register(self._reservation)
             _REGISTRIES_IN_USE.add(registry)
+            if meter_provider is not None:
+                _PROVIDERS_IN_USE.add(meter_provider)
         self.registry = registry
+        self.otlp_reader: PeriodicExportingMetricReader | None = None
+        """The OTLP export from the environment, if any."""
+        self.otlp_exporter: QuietExporter | None = None
+        self._otlp_shared = False
+        self._owns_provider = meter_provider is None
+        self._at_exit: Callable[[], None] | None = None
         limits: dict[type, int] = {
             cls: CARDINALITY_LIMIT
             for cls in (Counter, UpDownCounter, Histogram, SdkGauge, ObservableCounter,
                         ObservableUpDownCounter, ObservableGauge)
         }
-        self.reader = PrometheusMetricReader(registry=registry, cardinality_limits=limits)
-        self.meter_provider = MeterProvider(
-            metric_readers=[self.reader],
-            resource=Resource.create({"service.name": service_name}),
-        )
+        self.reader = _DashboardReader(registry=registry, cardinality_limits=limits)
+        try:
+            self.meter_provider = self._provider(meter_provider, readers, otlp, service_name)
+        except BaseException:
+            # A rejected construction leaves nothing registered or running.
+            if self.otlp_reader is not None:
+                self.otlp_reader.shutdown(timeout_millis=0)
+            self.reader.shutdown()
+            self._release(meter_provider)
+            raise
         self.meter: Meter = self.meter_provider.get_meter(METER_NAME)
         self.instruments: dict[str, Any] = {}
         for spec in METRICS:
@@ -237,6 +341,48 @@ class Telemetry:
         self._collect_lock = threading.Lock()
         self._closed = False
         self._warned: set[str] = set()
+
+    def _provider(
+        self, given: MeterProvider | None, readers: list[MetricReader],
+        otlp: OtlpSettings | None, service_name: str,
+    ) -> MeterProvider:
+        if given is not None:
+            if not hasattr(given, "add_metric_reader"):
+                raise RuntimeError(
+                    "meter_provider: this opentelemetry-sdk cannot add a reader to an existing "
+                    "MeterProvider (MeterProvider.add_metric_reader); upgrade opentelemetry-sdk"
+                )
+            given.add_metric_reader(self.reader)
+            return given
+        if otlp is not None and otlp.enabled:
+            self._otlp_shared = otlp.shared
+            made = otlp_reader(otlp, self.reader.collect_data if otlp.shared else None)
+            if made is not None:
+                self.otlp_reader, self.otlp_exporter = made
+                if not otlp.shared:
+                    readers.append(self.otlp_reader)
+        try:
+            provider = MeterProvider(
+                metric_readers=[self.reader, *readers], resource=make_resource(service_name)
+            )
+        except Exception as exc:  # the SDK raises a bare Exception for a reader in use
+            raise ValueError(f"metric_readers: {exc}") from None
+        if self.otlp_reader is not None and otlp is not None:
+            log.info("exporting metrics over OTLP/HTTP to %s every %g s", otlp.endpoint,
+                     otlp.interval_millis / 1000)
+            if self._otlp_shared:
+                # MeterProvider flushes its registered readers at exit; this one is not
+                # registered, so it gets its own hook (holding no reference to us).
+                ref = weakref.ref(self)
+
+                def at_exit() -> None:
+                    telemetry = ref()
+                    if telemetry is not None:
+                        telemetry.shutdown()
+
+                self._at_exit = at_exit
+                atexit.register(at_exit)
+        return provider
 
     def _create(self, spec: MetricSpec) -> Any:
         m = self.meter
@@ -264,16 +410,34 @@ class Telemetry:
             return merge_families(self.registry.collect(), self._warned)
 
     def shutdown(self) -> None:
-        """Detach from the registry; safe to call twice."""
+        """Detach from the registry (and from a provider passed in); safe to call twice.
+
+        The OTLP export, if any, sends what it has one last time first, waiting at most
+        :data:`OTLP_SHUTDOWN_TIMEOUT_MS`.
+        """
         with self._collect_lock:
             if self._closed:
                 return
             self._closed = True
-        self.meter_provider.shutdown()
+        if self._at_exit is not None:
+            atexit.unregister(self._at_exit)
+        if self.otlp_reader is not None and self._otlp_shared:
+            # Not registered on the provider: it is ours to stop, before the Prometheus
+            # reader it collects through goes away.
+            self.otlp_reader.shutdown(timeout_millis=OTLP_SHUTDOWN_TIMEOUT_MS)
+        if self._owns_provider:
+            self.meter_provider.shutdown(timeout_millis=OTLP_SHUTDOWN_TIMEOUT_MS)
+        else:
+            self.meter_provider.remove_metric_reader(self.reader)
+        self._release(self.meter_provider)
+
+    def _release(self, provider: MeterProvider | None) -> None:
         with _REGISTRIES_LOCK:
             with contextlib.suppress(KeyError):
                 self.registry.unregister(self._reservation)
             _REGISTRIES_IN_USE.discard(self.registry)
+            if provider is not None:
+                _PROVIDERS_IN_USE.discard(provider)
 
 
 def metric_table_markdown() -> str:
