@@ -148,7 +148,7 @@ class JobState:
     progress: float
     started_at: float | None
     ended_at: float | None
-    error: str
+    error_msg: str
 
     def to_job_info(self, clock: Callable[[float], datetime]) -> JobInfo:
         """The public :class:`JobInfo`, with simulated times mapped to wall time by ``clock``."""
@@ -161,7 +161,7 @@ class JobState:
             end_time=None if self.ended_at is None else clock(self.ended_at),
             provider=self.provider,
             vm_name=self.vm_name,
-            error=self.error,
+            error_msg=self.error_msg,
         )
 
 
@@ -227,7 +227,7 @@ class _Job:
         return JobState(
             seq=self.seq, id=self.id, name=self.name, provider=self.provider,
             vm_name=self.vm_name, status=self.status, progress=self.progress(now),
-            started_at=self.started_at, ended_at=self.ended_at, error=self.error,
+            started_at=self.started_at, ended_at=self.ended_at, error_msg=self.error,
         )
 
 

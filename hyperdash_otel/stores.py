@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
+import warnings
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,6 +20,7 @@ __all__ = [
     "HEALTH_STATUSES",
     "JobInfo",
     "JobRecord",
+    "json_progress",
     "JobStore",
     "Alert",
     "AlertStore",
@@ -29,9 +32,9 @@ SEVERITIES = ("critical", "warning", "info")
 HEALTH_STATUSES = ("healthy", "degraded", "unhealthy")
 
 
-@dataclass
+@dataclass(init=False)
 class JobInfo:
-    """A job as the caller describes it (the original's fields).
+    """A job as the caller describes it: the original's ``JobInfo`` fields, in snake_case.
 
     >>> JobInfo(id="job-12345", name="export-vm-prod-01", status="running", progress=75,
     ...         provider="aws", vm_name="prod-web-01")  # doctest: +ELLIPSIS
@@ -40,6 +43,10 @@ class JobInfo:
     ``start_time`` defaults to when the store first sees the job running; ``end_time`` to when
     it first sees it completed, failed or cancelled; ``duration`` (seconds or ``timedelta``)
     is computed from the two (or from now, while running) unless given.
+
+    ``error=`` (and the attribute ``error``) is a deprecated alias of ``error_msg``, the name
+    this package used before it followed the original's ``ErrorMsg``: it still works, with a
+    ``DeprecationWarning``, and goes away in 0.2.
     """
 
     id: str
@@ -51,7 +58,64 @@ class JobInfo:
     duration: float | timedelta | None = None
     provider: str = ""
     vm_name: str = ""
-    error: str = ""
+    error_msg: str = ""
+
+    def __init__(
+        self,
+        id: str,
+        name: str = "",
+        status: str = "pending",
+        progress: float = 0.0,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        duration: float | timedelta | None = None,
+        provider: str = "",
+        vm_name: str = "",
+        error_msg: str = "",
+        *,
+        error: str | None = None,
+    ) -> None:
+        if error is not None:
+            _warn_error_alias()
+            if error_msg:
+                raise TypeError("give error_msg= or its deprecated alias error=, not both")
+            error_msg = error
+        self.id = id
+        self.name = name
+        self.status = status
+        self.progress = progress
+        self.start_time = start_time
+        self.end_time = end_time
+        self.duration = duration
+        self.provider = provider
+        self.vm_name = vm_name
+        self.error_msg = error_msg
+
+    @property
+    def error(self) -> str:
+        """Deprecated: read :attr:`error_msg`."""
+        _warn_error_alias()
+        return self.error_msg
+
+    @error.setter
+    def error(self, value: str) -> None:
+        _warn_error_alias()
+        self.error_msg = value
+
+
+def _warn_error_alias() -> None:
+    warnings.warn(
+        "JobInfo.error is deprecated; use error_msg (the original's name), "
+        "it goes away in 0.2",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+def json_progress(progress: float) -> int:
+    """The progress as the original's JSON has it, an int: floored, so a job shows 100 only
+    once it reports 100 (99.9 while running is 99, never a rounded-up 100)."""
+    return math.floor(progress)
 
 
 @dataclass(frozen=True)
@@ -67,7 +131,7 @@ class JobRecord:
     duration: float | None
     provider: str
     vm_name: str
-    error: str
+    error_msg: str
 
     @classmethod
     def from_info(cls, job: object, *, max_text: int) -> JobRecord:
@@ -83,7 +147,7 @@ class JobRecord:
             duration=v.seconds(job.duration, "job.duration"),
             provider=v.text(job.provider, "job.provider", max_text),
             vm_name=v.text(job.vm_name, "job.vm_name", max_text),
-            error=v.text(job.error, "job.error", max_text),
+            error_msg=v.text(job.error_msg, "job.error_msg", max_text),
         )
 
     def to_json(self, now: datetime) -> dict[str, Any]:
@@ -98,13 +162,13 @@ class JobRecord:
             "id": self.id,
             "name": self.name,
             "status": self.status,
-            "progress": int(self.progress) if self.progress.is_integer() else self.progress,
+            "progress": json_progress(self.progress),
             "start_time": v.rfc3339(self.start_time) if self.start_time else None,
             "end_time": v.rfc3339(self.end_time) if self.end_time else None,
             "duration": round(duration, 3),
             "provider": self.provider,
             "vm_name": self.vm_name,
-            "error": self.error,
+            "error_msg": self.error_msg,
         }
 
 
@@ -122,7 +186,7 @@ def _merge(old: JobRecord | None, new: JobRecord, now: datetime) -> JobRecord:
         id=new.id, name=new.name or (old.name if old else ""), status=new.status,
         progress=new.progress, start_time=start, end_time=end, duration=new.duration,
         provider=new.provider or (old.provider if old else ""),
-        vm_name=new.vm_name or (old.vm_name if old else ""), error=new.error,
+        vm_name=new.vm_name or (old.vm_name if old else ""), error_msg=new.error_msg,
     )
 
 
@@ -159,17 +223,19 @@ class JobStore:
 
 @dataclass(frozen=True)
 class Alert:
+    """One alert as the store keeps it: the original's ``Alert`` fields."""
+
     id: str
     severity: str
     message: str
-    timestamp: datetime
+    time: datetime
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "severity": self.severity,
             "message": self.message,
-            "timestamp": v.rfc3339(self.timestamp),
+            "time": v.rfc3339(self.time),
         }
 
 

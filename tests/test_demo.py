@@ -104,7 +104,7 @@ def test_a_long_run_keeps_its_invariants() -> None:
             assert 0 <= job.progress <= 100
             assert (job.progress == 100) == (job.status == "completed")
             if job.status == "failed":
-                assert job.error in ERRORS[job.provider] + COMMON_ERRORS
+                assert job.error_msg in ERRORS[job.provider] + COMMON_ERRORS
             if job.status in TERMINAL:
                 assert job.started_at is not None and job.ended_at is not None
                 assert job.ended_at >= job.started_at
@@ -364,10 +364,10 @@ def test_hyperdash_watch_follows_the_demo(spawn: Callable[..., HyperdashProcess]
 def test_a_step_replays_as_job_infos() -> None:
     job = JobState(seq=1, id="job-00001", name="export-prod-web-01-ova", provider="aws",
                    vm_name="prod-web-01", status="failed", progress=42.0, started_at=10.0,
-                   ended_at=30.0, error="EBS snapshot did not complete within 15m")
+                   ended_at=30.0, error_msg="EBS snapshot did not complete within 15m")
     info = job.to_job_info(sim_clock(EPOCH, 0.0, 2.0))
     assert (info.start_time, info.end_time) == (EPOCH + timedelta(seconds=5),
                                                 EPOCH + timedelta(seconds=15))
-    assert (info.id, info.status, info.progress, info.error) == (
+    assert (info.id, info.status, info.progress, info.error_msg) == (
         "job-00001", "failed", 42.0, "EBS snapshot did not complete within 15m")
     assert replace(job, started_at=None).to_job_info(sim_clock(EPOCH, 0, 1)).start_time is None

@@ -67,7 +67,7 @@ function setText(element, value) {
 function fillRow(parts, job) {
   setText(parts.idCell, text(job.id));
   setText(parts.name, text(job.name));
-  const error = text(job.error);
+  const error = text(job.error_msg);
   setText(parts.error, error);
   parts.error.hidden = error === "";
 
