@@ -28,6 +28,7 @@ DEFAULT_MAX_TEXT_LENGTH = 1024
 DEFAULT_MAX_CUSTOM_SERIES = 200
 DEFAULT_HISTORY_SIZE = 50
 DEFAULT_SLOW_CLIENT_MAX_SKIPS = 10
+DEFAULT_STALL_AFTER = 300.0
 
 ENV_PREFIX = "HYPERDASH_"
 
@@ -88,6 +89,9 @@ class Config:
     tls_keyfile: str | None = None
     use_global_registry: bool = False
     """Export into prometheus_client's global ``REGISTRY`` instead of a private one."""
+    stall_after: float = DEFAULT_STALL_AFTER
+    """Seconds a running job's progress may stand still before it is marked stalled (float
+    or ``timedelta``); 0 turns stall detection off."""
 
     def __post_init__(self) -> None:
         _check_bool(self.enabled, "enabled")
@@ -122,6 +126,10 @@ class Config:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("tls_certfile and tls_keyfile must be given together")
         _check_bool(self.use_global_registry, "use_global_registry")
+        stall = _seconds(self.stall_after, "stall_after")
+        if not math.isfinite(stall) or stall < 0:
+            raise ValueError(f"stall_after must be >= 0 s (0 turns it off), got {stall!r}")
+        object.__setattr__(self, "stall_after", stall)
 
     @property
     def update_interval_timedelta(self) -> timedelta:
@@ -179,7 +187,7 @@ def _parse_env(name: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ValueError(f"expected an integer, got {raw!r}") from None
-    if name == "update_interval":
+    if name in ("update_interval", "stall_after"):
         try:
             return float(raw)
         except ValueError:

@@ -7,8 +7,8 @@ import math
 import threading
 import warnings
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from . import validation as v
@@ -22,6 +22,10 @@ __all__ = [
     "JobRecord",
     "json_progress",
     "JobStore",
+    "ProgressTrack",
+    "StallChange",
+    "StallReport",
+    "stall_alerts",
     "Alert",
     "AlertStore",
 ]
@@ -132,6 +136,11 @@ class JobRecord:
     provider: str
     vm_name: str
     error_msg: str
+    # Ours, after the original's: filled by JobStore.records(now) for running jobs.
+    eta_seconds: float | None = None
+    stalled: bool = False
+    progress_at: datetime | None = None
+    """When the progress last changed (for a running job; None otherwise)."""
 
     @classmethod
     def from_info(cls, job: object, *, max_text: int) -> JobRecord:
@@ -169,6 +178,9 @@ class JobRecord:
             "provider": self.provider,
             "vm_name": self.vm_name,
             "error_msg": self.error_msg,
+            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
+            "stalled": self.stalled,
+            "last_progress_at": v.rfc3339(self.progress_at) if self.progress_at else None,
         }
 
 
@@ -190,35 +202,282 @@ def _merge(old: JobRecord | None, new: JobRecord, now: datetime) -> JobRecord:
     )
 
 
-class JobStore:
-    """The newest ``max_jobs`` jobs by first appearance; an update keeps the job's place."""
+# -- progress history, ETA and stalls ----------------------------------------------------------
 
-    def __init__(self, max_jobs: int) -> None:
+HISTORY_POINTS = 32
+"""Progress changes kept per running job: the evidence for its ETA. Older ones drop off."""
+MIN_SEGMENT = 2.0
+"""Seconds: a change sooner than this after the previous kept point moves that point instead
+of adding one, so a job updated many times a second still keeps about a minute of history."""
+MIN_ETA_POINTS = 3
+"""Kept points (two measured rates) before a job gets an ETA."""
+OUTLIER_FACTOR = 4.0
+"""A segment this many times faster than the median one is a jump, this many times slower a
+pause that ended: neither is the job's pace."""
+MAX_ETA_SECONDS = 30 * 86400.0
+"""An estimate further out than this says nothing useful: it is reported as null."""
+MAX_STALL_ALERTS = 3
+"""Per kind and evaluation: past this many jobs, one alert names them all (a network
+outage stalls every export at once; 50 alerts would push every other alert out)."""
+
+
+class ProgressTrack:
+    """One running job's recent progress: ``(time, progress)`` where it changed.
+
+    Times are seconds (``datetime.timestamp()``). Only changes are kept, so a job reporting
+    the same value every tick adds nothing, and a job whose progress is coarse (whole
+    percents) is measured between its steps rather than as a row of zero-rate pauses.
+    """
+
+    __slots__ = ("points", "stalled", "_sorted")
+
+    def __init__(self, t: float, progress: float) -> None:
+        self.points: deque[tuple[float, float]] = deque([(t, progress)], maxlen=HISTORY_POINTS)
+        self.stalled = False
+        """As last reported by :meth:`JobStore.evaluate` (the page's alert follows it)."""
+        self._sorted: tuple[float, float, float] | None = None
+
+    @property
+    def moved_at(self) -> float:
+        return self.points[-1][0]
+
+    def observe(self, t: float, progress: float) -> bool:
+        """Record an update; True when the progress changed."""
+        last_t, last_p = self.points[-1]
+        if progress == last_p:
+            return False
+        if progress < last_p:
+            # Backwards: the job restarted a phase. The old rate describes another attempt.
+            self.points.clear()
+        elif len(self.points) >= 2 and t - self.points[-2][0] < MIN_SEGMENT:
+            self.points.pop()
+        self.points.append((t, progress))
+        self._sorted = None
+        return True
+
+    def _pooled(self) -> tuple[float, float, float] | None:
+        """(progress, seconds, longest gap) over the kept segments, outliers left out."""
+        if self._sorted is None:
+            segments = []
+            previous = self.points[0]
+            for t, p in itertools.islice(self.points, 1, None):
+                if t > previous[0]:
+                    segments.append((p - previous[1], t - previous[0]))
+                previous = (t, p)
+            if len(segments) < MIN_ETA_POINTS - 1:
+                return None
+            rates = sorted(dp / dt for dp, dt in segments)
+            median = rates[(len(rates) - 1) // 2]
+            low, high = median / OUTLIER_FACTOR, median * OUTLIER_FACTOR
+            kept = [(dp, dt) for dp, dt in segments if low <= dp / dt <= high]
+            self._sorted = (sum(dp for dp, _ in kept), sum(dt for _, dt in kept),
+                            max(dt for _, dt in kept))
+        return self._sorted
+
+    def eta(self, now: float) -> float | None:
+        """Seconds to 100% at the recent rate, or None without enough evidence.
+
+        The rate is the progress made over the time taken between the kept points, pooled
+        (so coarse or irregular updates average out), leaving out outliers: segments more
+        than :data:`OUTLIER_FACTOR` times faster (a jump) or slower (a pause that ended)
+        than the median segment. The time since the last change joins the pool once it is
+        longer than every gap seen, so an ongoing pause slows the rate down, a brief one
+        barely. The estimate runs from the last change, so it counts down between changes;
+        it is never negative, and null past :data:`MAX_ETA_SECONDS`.
+        """
+        if len(self.points) < MIN_ETA_POINTS:
+            return None
+        last_t, last_p = self.points[-1]
+        remaining = 100.0 - last_p
+        if remaining <= 0:
+            return 0.0
+        pooled = self._pooled()
+        if pooled is None:
+            return None
+        progress, seconds, longest = pooled
+        idle = max(0.0, now - last_t)
+        rate = progress / (seconds + max(0.0, idle - longest))
+        if rate <= 0:
+            return None
+        eta = max(0.0, last_t + remaining / rate - now)
+        return None if eta > MAX_ETA_SECONDS else eta
+
+
+@dataclass(frozen=True)
+class StallChange:
+    """A running job that became stalled, moved again, or ended while stalled."""
+
+    job: JobRecord
+    stalled: bool
+    since: float
+    """When its progress last changed (seconds), before the change."""
+    at: float
+
+
+@dataclass(frozen=True)
+class StallReport:
+    """What :meth:`JobStore.evaluate` found: changes, and stalled jobs by provider (0 for a
+    provider with running jobs that all move)."""
+
+    changes: tuple[StallChange, ...]
+    stalled_by_provider: dict[str, int]
+
+
+class JobStore:
+    """The newest ``max_jobs`` jobs by first appearance; an update keeps the job's place.
+
+    Each running job also has a :class:`ProgressTrack` (at most :data:`HISTORY_POINTS`
+    points), dropped when it stops running or leaves the store.
+    """
+
+    def __init__(self, max_jobs: int, *, stall_after: float = 300.0) -> None:
         self.max_jobs = max_jobs
+        self.stall_after = stall_after
         self._jobs: OrderedDict[str, JobRecord] = OrderedDict()  # oldest first
+        self._tracks: dict[str, ProgressTrack] = {}
+        self._ended: list[tuple[JobRecord, float]] = []  # stalled jobs that then stopped running
+        self._dirty = False
+        self._next_check = math.inf
         self._lock = threading.Lock()
 
     def upsert(self, record: JobRecord, now: datetime) -> bool:
         """Insert or update in place; True when the id was not in the store."""
         with self._lock:
             old = self._jobs.get(record.id)
-            self._jobs[record.id] = _merge(old, record, now)
+            merged = self._jobs[record.id] = _merge(old, record, now)
+            track = self._tracks.get(record.id)
+            if merged.status == "running":
+                t = now.timestamp()
+                if track is None:
+                    self._tracks[record.id] = ProgressTrack(t, merged.progress)
+                    self._dirty = True
+                    self._next_check = min(self._next_check, t + self.stall_after)
+                elif track.observe(t, merged.progress) and track.stalled:
+                    self._dirty = True
+            elif track is not None:
+                self._drop(record.id, merged, now)
             if old is None:
                 while len(self._jobs) > self.max_jobs:
-                    self._jobs.popitem(last=False)
+                    evicted, _ = self._jobs.popitem(last=False)
+                    if self._tracks.pop(evicted, None) is not None:
+                        self._dirty = True
             return old is None
 
-    def records(self) -> list[JobRecord]:
-        """Newest first."""
-        with self._lock:
-            return list(reversed(self._jobs.values()))
+    def _drop(self, job_id: str, record: JobRecord, now: datetime) -> None:
+        track = self._tracks.pop(job_id)
+        if track.stalled:
+            self._ended.append((record, track.moved_at))
+        self._dirty = True
 
-    def get(self, job_id: str) -> JobRecord | None:
+    def _live(self, record: JobRecord, now: float) -> JobRecord:
+        track = self._tracks.get(record.id)
+        if track is None:
+            return record
+        moved = track.moved_at
+        stalled = self.stall_after > 0 and now - moved >= self.stall_after
+        return replace(
+            record,
+            eta_seconds=None if stalled else track.eta(now),
+            stalled=stalled,
+            progress_at=datetime.fromtimestamp(moved, timezone.utc),
+        )
+
+    def records(self, now: datetime | None = None) -> list[JobRecord]:
+        """Newest first; with ``now``, running jobs carry their ETA and stall flag."""
         with self._lock:
-            return self._jobs.get(job_id)
+            if now is None:
+                return list(reversed(self._jobs.values()))
+            t = now.timestamp()
+            return [self._live(r, t) for r in reversed(self._jobs.values())]
+
+    def get(self, job_id: str, now: datetime | None = None) -> JobRecord | None:
+        with self._lock:
+            record = self._jobs.get(job_id)
+            if record is None or now is None:
+                return record
+            return self._live(record, now.timestamp())
+
+    def evaluate(self, now: datetime) -> StallReport | None:
+        """Stall changes since the last call, or None when none can have happened.
+
+        Cheap on every tick: without an update that could matter (a job started, stopped,
+        or moved while stalled) it compares ``now`` with the earliest moment a job could
+        stall, and only then looks at each running job.
+        """
+        t = now.timestamp()
+        with self._lock:
+            if not self._dirty and t < self._next_check:
+                return None
+            changes = [StallChange(record, False, since, t) for record, since in self._ended]
+            self._ended.clear()
+            counts: dict[str, int] = {}
+            next_check = math.inf
+            for job_id, track in self._tracks.items():
+                record = self._jobs[job_id]
+                stalled = self.stall_after > 0 and t - track.moved_at >= self.stall_after
+                if stalled != track.stalled:
+                    changes.append(StallChange(record, stalled, track.moved_at, t))
+                    track.stalled = stalled
+                counts[record.provider] = counts.get(record.provider, 0) + stalled
+                if not stalled and self.stall_after > 0:
+                    next_check = min(next_check, track.moved_at + self.stall_after)
+            self._dirty = False
+            self._next_check = next_check
+            return StallReport(tuple(changes), counts)
+
+    def history_points(self) -> int:
+        """Progress points held over every job (for the memory bound's test)."""
+        with self._lock:
+            return sum(len(track.points) for track in self._tracks.values())
 
     def __len__(self) -> int:
         return len(self._jobs)
+
+
+def _age(seconds: float) -> str:
+    """``42s``, ``5m``, ``1h 5m``: how long a job stood still."""
+    total = max(0, round(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, _ = divmod(total, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m"
+
+
+def _label(job: JobRecord) -> str:
+    return f"{job.id} ({job.name})" if job.name else job.id
+
+
+def stall_alerts(changes: tuple[StallChange, ...] | list[StallChange]) -> list[tuple[str, str]]:
+    """(severity, message) for the page: a warning when jobs stall, info when they move again
+    or end; past :data:`MAX_STALL_ALERTS` jobs of a kind, one message names them all."""
+    out: list[tuple[str, str]] = []
+    stalled = [c for c in changes if c.stalled]
+    moving = [c for c in changes if not c.stalled]
+    if len(stalled) > MAX_STALL_ALERTS:
+        names = ", ".join(c.job.id for c in stalled[:MAX_STALL_ALERTS])
+        more = len(stalled) - MAX_STALL_ALERTS
+        out.append(("warning", f"{len(stalled)} jobs stalled (no progress): {names} "
+                               f"and {more} more"))
+    else:
+        for c in stalled:
+            out.append(("warning", f"Job {_label(c.job)} stalled at "
+                                   f"{json_progress(c.job.progress)}%: no progress for "
+                                   f"{_age(c.at - c.since)}"))
+    if len(moving) > MAX_STALL_ALERTS:
+        names = ", ".join(c.job.id for c in moving[:MAX_STALL_ALERTS])
+        more = len(moving) - MAX_STALL_ALERTS
+        out.append(("info", f"{len(moving)} stalled jobs are moving again: {names} "
+                            f"and {more} more"))
+    else:
+        for c in moving:
+            if c.job.status == "running":
+                out.append(("info", f"Job {_label(c.job)} is moving again "
+                                    f"({json_progress(c.job.progress)}%) after "
+                                    f"{_age(c.at - c.since)} without progress"))
+            else:
+                out.append(("info", f"Job {_label(c.job)} {c.job.status} after a stall"))
+    return out
 
 
 @dataclass(frozen=True)

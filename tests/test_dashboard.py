@@ -119,6 +119,7 @@ def test_job_added_then_updated_in_place(dash):
         "id": "job-1", "name": "export-vm-prod-01", "status": "completed", "progress": 100,
         "start_time": "2026-11-25T10:25:00.000Z", "end_time": "2026-11-25T10:30:00.000Z",
         "duration": 300.0, "provider": "aws", "vm_name": "prod-web-01", "error_msg": "",
+        "eta_seconds": None, "stalled": False, "last_progress_at": None,
     }
     pending = snap["recent_jobs"][0]
     assert (pending["start_time"], pending["end_time"], pending["duration"]) == (None, None, 0.0)
