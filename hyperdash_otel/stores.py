@@ -324,7 +324,9 @@ class StallReport:
 
 
 class JobStore:
-    """The newest ``max_jobs`` jobs by first appearance; an update keeps the job's place.
+    """At most ``max_jobs`` jobs, newest first by first appearance; an update keeps the
+    job's place. When full, the oldest finished job makes room (the oldest job, when none
+    has finished).
 
     Each running job also has a :class:`ProgressTrack` (at most :data:`HISTORY_POINTS`
     points), dropped when it stops running or leaves the store.
@@ -358,10 +360,22 @@ class JobStore:
                 self._drop(record.id, merged, now)
             if old is None:
                 while len(self._jobs) > self.max_jobs:
-                    evicted, _ = self._jobs.popitem(last=False)
-                    if self._tracks.pop(evicted, None) is not None:
-                        self._dirty = True
+                    self._evict()
             return old is None
+
+    def _evict(self) -> None:
+        """The oldest finished job goes first; a running job only when every job is one.
+
+        A long export (a hung one above all) would otherwise fall out behind a burst of new
+        jobs, and come back as new, its history and stall lost.
+        """
+        victim = next((job_id for job_id, r in self._jobs.items()
+                       if r.status in TERMINAL_STATUSES), None)
+        if victim is None:
+            victim = next(iter(self._jobs))
+        del self._jobs[victim]
+        if self._tracks.pop(victim, None) is not None:
+            self._dirty = True
 
     def _drop(self, job_id: str, record: JobRecord, now: datetime) -> None:
         track = self._tracks.pop(job_id)

@@ -335,3 +335,15 @@ def test_a_stall_alert_is_cut_to_max_text_length(make_dashboard: Any) -> None:
     dash.add_job(JobInfo(id="e1", name="x" * 40, status="running", progress=10))
     snap = dash.snapshot(now=datetime.now(timezone.utc) + timedelta(seconds=2))
     assert len(snap["alerts"][0]["message"]) == 40
+
+
+def test_a_full_store_lets_a_finished_job_go_before_a_running_one() -> None:
+    store = JobStore(3)
+    store.upsert(running("long", 10), at(0))  # the oldest, still running
+    store.upsert(running("done", 100, status="completed"), at(1))
+    store.upsert(running("b", 10), at(2))
+    store.upsert(running("c", 10), at(3))  # full: "done" makes room, not "long"
+    assert [r.id for r in store.records()] == ["c", "b", "long"]
+    store.upsert(running("d", 10), at(4))  # none finished: the oldest goes
+    assert [r.id for r in store.records()] == ["d", "c", "b"]
+    assert store.history_points() == 3
