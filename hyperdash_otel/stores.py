@@ -7,9 +7,9 @@ import math
 import threading
 import warnings
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 from . import validation as v
 
@@ -116,6 +116,12 @@ def _warn_error_alias() -> None:
     )
 
 
+def _utc_text(value: datetime) -> str:
+    """What :func:`validation.rfc3339` gives, for a time on every running job on every tick:
+    isoformat() is several times cheaper than strftime()."""
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
 def json_progress(progress: float) -> int:
     """The progress as the original's JSON has it, an int: floored, so a job shows 100 only
     once it reports 100 (99.9 while running is 99, never a rounded-up 100)."""
@@ -136,11 +142,14 @@ class JobRecord:
     provider: str
     vm_name: str
     error_msg: str
-    # Ours, after the original's: filled by JobStore.records(now) for running jobs.
-    eta_seconds: float | None = None
-    stalled: bool = False
-    progress_at: datetime | None = None
+    # Ours, after the original's: set on the copies JobStore.records(now) hands out for
+    # running jobs. Class attributes, not fields: every add_job builds two records, and a
+    # frozen dataclass pays for each field it sets.
+    eta_seconds: ClassVar[float | None] = None
+    stalled: ClassVar[bool] = False
+    progress_at: ClassVar[datetime | None] = None
     """When the progress last changed (for a running job; None otherwise)."""
+    _progress_text: ClassVar[str | None] = None  # the same, as the JSON has it
 
     @classmethod
     def from_info(cls, job: object, *, max_text: int) -> JobRecord:
@@ -180,7 +189,7 @@ class JobRecord:
             "error_msg": self.error_msg,
             "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
             "stalled": self.stalled,
-            "last_progress_at": v.rfc3339(self.progress_at) if self.progress_at else None,
+            "last_progress_at": self._progress_text,
         }
 
 
@@ -229,31 +238,46 @@ class ProgressTrack:
     percents) is measured between its steps rather than as a row of zero-rate pauses.
     """
 
-    __slots__ = ("points", "stalled", "_sorted")
+    __slots__ = ("points", "progress", "moved_on", "stalled", "_sorted", "_moved_text")
 
-    def __init__(self, t: float, progress: float) -> None:
+    def __init__(self, t: float, progress: float, when: datetime) -> None:
         self.points: deque[tuple[float, float]] = deque([(t, progress)], maxlen=HISTORY_POINTS)
+        self.progress = progress
+        """The last progress seen (the newest point's)."""
+        self.moved_on = when
+        """The last change as a datetime (``moved_at`` is the same moment in seconds)."""
         self.stalled = False
         """As last reported by :meth:`JobStore.evaluate` (the page's alert follows it)."""
+        self._moved_text: str | None = None
         self._sorted: tuple[float, float, float] | None = None
 
     @property
     def moved_at(self) -> float:
         return self.points[-1][0]
 
-    def observe(self, t: float, progress: float) -> bool:
-        """Record an update; True when the progress changed."""
-        last_t, last_p = self.points[-1]
+    def observe(self, t: float, progress: float, when: datetime) -> bool:
+        """Record an update at ``t`` (seconds; ``when`` as a datetime); True when the
+        progress changed."""
+        last_p = self.progress
         if progress == last_p:
             return False
+        self.progress = progress
         if progress < last_p:
             # Backwards: the job restarted a phase. The old rate describes another attempt.
             self.points.clear()
         elif len(self.points) >= 2 and t - self.points[-2][0] < MIN_SEGMENT:
             self.points.pop()
         self.points.append((t, progress))
+        self.moved_on = when
+        self._moved_text = None
         self._sorted = None
         return True
+
+    def moved_text(self) -> str:
+        """:attr:`moved_on` in RFC 3339, formatted once per change (not on every tick)."""
+        if self._moved_text is None:
+            self._moved_text = _utc_text(self.moved_on)
+        return self._moved_text
 
     def _pooled(self) -> tuple[float, float, float] | None:
         """(progress, seconds, longest gap) over the kept segments, outliers left out."""
@@ -345,23 +369,32 @@ class JobStore:
     def upsert(self, record: JobRecord, now: datetime) -> bool:
         """Insert or update in place; True when the id was not in the store."""
         with self._lock:
-            old = self._jobs.get(record.id)
-            merged = self._jobs[record.id] = _merge(old, record, now)
-            track = self._tracks.get(record.id)
+            job_id = record.id
+            old = self._jobs.get(job_id)
+            merged = self._jobs[job_id] = _merge(old, record, now)
+            track = self._tracks.get(job_id)
             if merged.status == "running":
-                t = now.timestamp()
                 if track is None:
-                    self._tracks[record.id] = ProgressTrack(t, merged.progress)
+                    t = now.timestamp()
+                    self._tracks[job_id] = ProgressTrack(t, merged.progress, now)
                     self._dirty = True
                     self._next_check = min(self._next_check, t + self.stall_after)
-                elif track.observe(t, merged.progress) and track.stalled:
-                    self._dirty = True
+                elif merged.progress != track.progress:  # the common update: nothing to do
+                    track.observe(now.timestamp(), merged.progress, now)
+                    if track.stalled:
+                        self._dirty = True
             elif track is not None:
-                self._drop(record.id, merged, now)
+                self._drop(job_id, merged)
             if old is None:
                 while len(self._jobs) > self.max_jobs:
                     self._evict()
             return old is None
+
+    def _drop(self, job_id: str, record: JobRecord) -> None:
+        track = self._tracks.pop(job_id)
+        if track.stalled:
+            self._ended.append((record, track.moved_at))
+        self._dirty = True
 
     def _evict(self) -> None:
         """The oldest finished job goes first; a running job only when every job is one.
@@ -377,24 +410,18 @@ class JobStore:
         if self._tracks.pop(victim, None) is not None:
             self._dirty = True
 
-    def _drop(self, job_id: str, record: JobRecord, now: datetime) -> None:
-        track = self._tracks.pop(job_id)
-        if track.stalled:
-            self._ended.append((record, track.moved_at))
-        self._dirty = True
-
     def _live(self, record: JobRecord, now: float) -> JobRecord:
         track = self._tracks.get(record.id)
         if track is None:
             return record
-        moved = track.moved_at
-        stalled = self.stall_after > 0 and now - moved >= self.stall_after
-        return replace(
-            record,
-            eta_seconds=None if stalled else track.eta(now),
-            stalled=stalled,
-            progress_at=datetime.fromtimestamp(moved, timezone.utc),
-        )
+        stalled = self.stall_after > 0 and now - track.moved_at >= self.stall_after
+        # A copy with the three live fields, made without the frozen dataclass's __init__
+        # (thirteen object.__setattr__ calls): this runs for every running job on every tick.
+        live: JobRecord = object.__new__(JobRecord)
+        live.__dict__.update(record.__dict__)
+        live.__dict__.update(eta_seconds=None if stalled else track.eta(now), stalled=stalled,
+                             progress_at=track.moved_on, _progress_text=track.moved_text())
+        return live
 
     def records(self, now: datetime | None = None) -> list[JobRecord]:
         """Newest first; with ``now``, running jobs carry their ETA and stall flag."""
