@@ -238,7 +238,7 @@ class ProgressTrack:
     percents) is measured between its steps rather than as a row of zero-rate pauses.
     """
 
-    __slots__ = ("points", "progress", "moved_on", "stalled", "_sorted", "_moved_text")
+    __slots__ = ("points", "progress", "moved_on", "stalled", "_pool", "_moved_text")
 
     def __init__(self, t: float, progress: float, when: datetime) -> None:
         self.points: deque[tuple[float, float]] = deque([(t, progress)], maxlen=HISTORY_POINTS)
@@ -249,7 +249,7 @@ class ProgressTrack:
         self.stalled = False
         """As last reported by :meth:`JobStore.evaluate` (the page's alert follows it)."""
         self._moved_text: str | None = None
-        self._sorted: tuple[float, float, float] | None = None
+        self._pool: tuple[float, float, float] | None = None
 
     @property
     def moved_at(self) -> float:
@@ -270,7 +270,7 @@ class ProgressTrack:
         self.points.append((t, progress))
         self.moved_on = when
         self._moved_text = None
-        self._sorted = None
+        self._pool = None
         return True
 
     def moved_text(self) -> str:
@@ -281,7 +281,7 @@ class ProgressTrack:
 
     def _pooled(self) -> tuple[float, float, float] | None:
         """(progress, seconds, longest gap) over the kept segments, outliers left out."""
-        if self._sorted is None:
+        if self._pool is None:
             segments = []
             previous = self.points[0]
             for t, p in itertools.islice(self.points, 1, None):
@@ -294,9 +294,9 @@ class ProgressTrack:
             median = rates[(len(rates) - 1) // 2]
             low, high = median / OUTLIER_FACTOR, median * OUTLIER_FACTOR
             kept = [(dp, dt) for dp, dt in segments if low <= dp / dt <= high]
-            self._sorted = (sum(dp for dp, _ in kept), sum(dt for _, dt in kept),
+            self._pool = (sum(dp for dp, _ in kept), sum(dt for _, dt in kept),
                             max(dt for _, dt in kept))
-        return self._sorted
+        return self._pool
 
     def eta(self, now: float) -> float | None:
         """Seconds to 100% at the recent rate, or None without enough evidence.
