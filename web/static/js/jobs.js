@@ -109,7 +109,8 @@ function fillRow(parts, job) {
 
   const stalled = job.stalled === true;
   parts.tr.dataset.stalled = String(stalled);
-  parts.tr.dataset.lastProgressAt = typeof job.last_progress_at === "string" ? job.last_progress_at : "";
+  parts.tr.dataset.lastProgressAt =
+    typeof job.last_progress_at === "string" ? job.last_progress_at : "";
   parts.stall.hidden = !stalled;
   const since = parseTime(job.last_progress_at);
   const sinceText = since === null ? "" : ` since ${formatLocalTime(job.last_progress_at)}`;
@@ -206,7 +207,7 @@ export function updateJobsTable(jobs) {
   if (count) {
     count.dataset.count = String(ordered.length);
     count.dataset.stalled = String(stalled.length);
-    const jobs = ordered.length === 1 ? "1 job" : `${ordered.length} jobs`;
-    count.textContent = stalled.length > 0 ? `${jobs}, ${stalled.length} stalled` : jobs;
+    const label = ordered.length === 1 ? "1 job" : `${ordered.length} jobs`;
+    count.textContent = stalled.length > 0 ? `${label}, ${stalled.length} stalled` : label;
   }
 }
