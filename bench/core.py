@@ -6,13 +6,63 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from hyperdash_otel import Config, Dashboard, JobInfo
+from hyperdash_otel.stores import JobRecord, JobStore, _merge
 
 from ._timing import compare, print_table
+
+
+class _StoreWithoutHistory(JobStore):
+    """The job store as it was before progress history, ETA and stalls (issue #15): the
+    baseline that tells what that feature adds to each add_job."""
+
+    def upsert(self, record: JobRecord, now: datetime) -> bool:
+        with self._lock:
+            old = self._jobs.get(record.id)
+            self._jobs[record.id] = _merge(old, record, now)
+            if old is None:
+                while len(self._jobs) > self.max_jobs:
+                    self._jobs.popitem(last=False)
+            return old is None
+
+
+def history_rows() -> list[tuple[str, str, float, float]]:
+    """add_job with and without the progress history, in the same run."""
+    rows = []
+    before = Dashboard(Config(collect_system_metrics=False))
+    before._jobs = _StoreWithoutHistory(before.config.max_jobs)
+    after = Dashboard(Config(collect_system_metrics=False))
+    for dash in (before, after):  # a full store of running jobs, as a busy daemon has
+        for i in range(50):
+            dash.add_job(JobInfo(id=f"j{i}", status="running", progress=1, provider="aws"))
+    steady = JobInfo(id="j7", name="export-web-01", status="running", progress=40,
+                     provider="aws", vm_name="web-01")
+    base, cand = compare(lambda: before.add_job(steady), lambda: after.add_job(steady),
+                         number=5_000)
+    rows.append(("add_job, same progress (update in place)", "add_job without history",
+                 base, cand))
+    jobs = [JobInfo(id=f"j{i}", name="export-web-01", status="running", progress=0.0,
+                    provider="aws", vm_name="web-01") for i in range(50)]
+    state = {"n": 0}
+
+    def moving(dash: Dashboard) -> None:
+        # Every job of the store moves a little on each call, round robin.
+        n = state["n"] = state["n"] + 1
+        job = jobs[n % 50]
+        job.progress = (n // 50) % 1000 / 10
+        dash.add_job(job)
+
+    base, cand = compare(lambda: moving(before), lambda: moving(after), number=5_000)
+    rows.append(("add_job, progress moving (50 running jobs)", "add_job without history",
+                 base, cand))
+    for dash in (before, after):
+        dash.close()
+    return rows
 
 
 def update_rows() -> list[tuple[str, str, float, float]]:
@@ -148,6 +198,7 @@ def snapshot_rows() -> list[tuple[str, str, float, float]]:
 def main() -> None:
     print_table("Update calls (per call)", update_rows())
     print_table("OTLP export attached (per call)", otlp_rows())
+    print_table("add_job with progress history (ETA, stalls) vs without", history_rows())
     print_table("System metrics, sampled each tick (per sample)", sampler_rows())
     print_table("One tick's snapshot (collect + build) vs one scrape", snapshot_rows())
 

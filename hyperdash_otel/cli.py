@@ -25,10 +25,12 @@ from . import __version__
 from .config import MIN_UPDATE_INTERVAL, Config
 from .dashboard import Dashboard
 from .demo import (
+    DEFAULT_HANG_EVERY,
     DEFAULT_RATE,
     DEFAULT_SPEED,
     DEFAULT_WARMUP,
     DEFAULT_WORKERS,
+    MAX_HANG_EVERY,
     MAX_RATE,
     MAX_SPEED,
     MAX_WARMUP,
@@ -150,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--interval", type=_interval, metavar="SECONDS",
                         help="seconds between ticks (default: $HYPERDASH_UPDATE_INTERVAL or 1)")
     _add_limit_flags(server)
+    server.add_argument("--stall-after", type=_ranged(float, 0, unit=" s"), metavar="SECONDS",
+                        help="seconds a running job's progress may stand still before it is "
+                             "marked stalled, 0 for never (default: $HYPERDASH_STALL_AFTER "
+                             "or 300)")
 
     parser = _Parser(
         prog=PROG,
@@ -168,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a dashboard fed by a simulated daemon exporting VMs from AWS, Azure "
                     "and GCP. Prints the URL on stdout, runs until Ctrl-C or SIGTERM.",
     )
+    demo.add_argument("--hang-every", type=_ranged(float, 0, MAX_HANG_EVERY, unit=" s"),
+                      default=DEFAULT_HANG_EVERY, metavar="SECONDS",
+                      help="mean simulated seconds between hung exports, which stand still "
+                           "for 2 to 4 times --stall-after and then move again; 0 for none "
+                           f"(default: {DEFAULT_HANG_EVERY:g})")
     demo.add_argument("--rate", type=_ranged(float, 0, MAX_RATE, low_open=True),
                       default=DEFAULT_RATE, metavar="JOBS",
                       help=f"export requests per simulated minute (default: {DEFAULT_RATE:g}; "
@@ -252,6 +263,8 @@ def _config(args: argparse.Namespace, command: str, err: TextIO) -> Config | Non
     if args.interval is not None:
         overrides["update_interval"] = args.interval
     overrides.update(_limit_overrides(args))
+    if args.stall_after is not None:
+        overrides["stall_after"] = args.stall_after
     try:
         config = Config.from_env(**overrides)
         # The OTEL_* variables that send metrics to a Collector, checked before serving.
@@ -321,7 +334,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 2
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     settings = DemoSettings(seed=seed, rate=args.rate, workers=args.workers,
-                            speed=args.speed, warmup=args.warmup)
+                            speed=args.speed, warmup=args.warmup, hang_every=args.hang_every)
 
     def ready(dashboard: Dashboard) -> None:
         _print_url(dashboard, out)

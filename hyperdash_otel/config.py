@@ -34,6 +34,7 @@ DEFAULT_RATE_LIMIT_BURST = 200
 DEFAULT_AUTH_FAILURES_PER_MINUTE = 6.0
 DEFAULT_AUTH_FAILURE_BURST = 10
 DEFAULT_RATE_LIMIT_MAX_ADDRESSES = 10_000
+DEFAULT_STALL_AFTER = 300.0
 
 ENV_PREFIX = "HYPERDASH_"
 
@@ -114,6 +115,9 @@ class Config:
     applies."""
     rate_limit_max_addresses: int = DEFAULT_RATE_LIMIT_MAX_ADDRESSES
     """Client addresses the rate limits remember (least recently seen forgotten first)."""
+    stall_after: float = DEFAULT_STALL_AFTER
+    """Seconds a running job's progress may stand still before it is marked stalled (float
+    or ``timedelta``); 0 turns stall detection off."""
 
     def __post_init__(self) -> None:
         _check_bool(self.enabled, "enabled")
@@ -148,6 +152,10 @@ class Config:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("tls_certfile and tls_keyfile must be given together")
         _check_bool(self.use_global_registry, "use_global_registry")
+        stall = _seconds(self.stall_after, "stall_after")
+        if not math.isfinite(stall) or stall < 0:
+            raise ValueError(f"stall_after must be >= 0 s (0 turns it off), got {stall!r}")
+        object.__setattr__(self, "stall_after", stall)
         self._check_limits()
 
     def _check_limits(self) -> None:
@@ -231,7 +239,7 @@ def _parse_env(name: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ValueError(f"expected an integer, got {raw!r}") from None
-    if name == "update_interval":
+    if name in ("update_interval", "stall_after"):
         try:
             return float(raw)
         except ValueError:

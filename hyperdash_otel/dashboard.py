@@ -29,6 +29,7 @@ from .stores import (
     JobInfo,
     JobRecord,
     JobStore,
+    stall_alerts,
 )
 from .system import ProcessSampler
 from .telemetry import BY_FIELD, Telemetry
@@ -104,7 +105,7 @@ class Dashboard:
                 self.telemetry.shutdown()
                 raise
         self._lock = threading.RLock()
-        self._jobs = JobStore(self.config.max_jobs)
+        self._jobs = JobStore(self.config.max_jobs, stall_after=self.config.stall_after)
         self._alerts = AlertStore(self.config.max_alerts)
         self._health = "healthy"
         # Running totals last pushed by update_*; counters record the difference.
@@ -117,6 +118,7 @@ class Dashboard:
         # Last value set on each of our gauges: an unchanged value skips the OTel call
         # (each costs several microseconds, and daemons mostly report steady figures).
         self._gauges: dict[str, float] = {}
+        self._stalled_series: dict[str, int] = {}  # provider -> stalled jobs last exported
         self._sampler = ProcessSampler() if self.config.collect_system_metrics else None
         self._runner: Runner | None = None
         self._initialise_series()
@@ -286,16 +288,45 @@ class Dashboard:
         """One serialised ``registry.collect()``."""
         return self.telemetry.collect()
 
+    def _check_stalls(self, now: datetime) -> None:
+        """Stall changes since the last check: the gauge by provider and the page's alerts.
+
+        Runs on every tick and scrape, so a job that simply stops being updated still
+        becomes stalled; it costs a comparison unless a job can have changed state.
+        """
+        report = self._jobs.evaluate(now)
+        if report is None:
+            return
+        gauge = self.telemetry.instrument("hyperdash.jobs.stalled")
+        with self._lock:
+            shown = self._stalled_series
+            for provider, count in report.stalled_by_provider.items():
+                if shown.get(provider) != count:
+                    gauge.set(count, {"provider": provider})
+                    shown[provider] = count
+            # A provider with no running job left reads 0 once, then is forgotten, so the
+            # map stays bounded by the providers of the jobs in the store.
+            for provider in [p for p in shown if p not in report.stalled_by_provider]:
+                if shown.pop(provider):
+                    gauge.set(0, {"provider": provider})
+        limit = self.config.max_text_length
+        raised = self.telemetry.instrument("hyperdash.alerts.raised")
+        for severity, message in stall_alerts(report.changes):
+            self._alerts.add(severity, message[:limit], now)
+            raised.add(1, {"severity": severity})
+
     def snapshot(self, now: datetime | None = None) -> dict[str, Any]:
         """The Metrics dict as of now (what the WebSocket sends)."""
         self._sample_system()
+        now = now or datetime.now(timezone.utc)
+        self._check_stalls(now)
         families = self.telemetry.collect()
         return build_snapshot(
             families,
-            self._jobs.records(),
+            self._jobs.records(now),
             self._alerts.alerts(),
             self._health,
-            now=now or datetime.now(timezone.utc),
+            now=now,
             max_custom_series=self.config.max_custom_series,
             derive_http=not self._http_pushed,
         )
@@ -307,16 +338,18 @@ class Dashboard:
         if limit is not None:
             limit = v.count(limit, "limit")
         now = datetime.now(timezone.utc)
-        out = [r.to_json(now) for r in self._jobs.records() if status in (None, r.status)]
+        out = [r.to_json(now) for r in self._jobs.records(now) if status in (None, r.status)]
         return out if limit is None else out[:limit]
 
     def job(self, job_id: str) -> dict[str, Any] | None:
-        record = self._jobs.get(job_id)
-        return None if record is None else record.to_json(datetime.now(timezone.utc))
+        now = datetime.now(timezone.utc)
+        record = self._jobs.get(job_id, now)
+        return None if record is None else record.to_json(now)
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry encoded for ``Accept`` (OpenMetrics when asked); (body, content type)."""
         self._sample_system()
+        self._check_stalls(datetime.now(timezone.utc))
         encoder, content_type = choose_encoder(accept or "")
         return encoder(_Families(self.telemetry.collect())), content_type
 

@@ -41,6 +41,7 @@ from .stores import JobInfo
 
 __all__ = [
     "PROVIDERS",
+    "DEFAULT_HANG_EVERY",
     "DemoSettings",
     "JobState",
     "Simulation",
@@ -64,6 +65,16 @@ MAX_RATE = 600.0
 MAX_WORKERS = 256
 MAX_SPEED = 100.0
 MAX_WARMUP = 3600.0
+
+DEFAULT_HANG_EVERY = 900.0
+"""Mean simulated seconds between hung exports (0: none). One export hangs at a time."""
+MAX_HANG_EVERY = 86400.0
+DEFAULT_HANG_DURATION = (600.0, 1200.0)
+"""How long a hang lasts (simulated seconds) when :func:`run_demo` has no stall_after to
+scale it to."""
+HANG_STALL_FACTOR = (2.0, 4.0)
+"""A hang lasts this many times ``stall_after`` (in real time), so it shows as stalled for a
+while and then moves again."""
 
 MAX_QUEUE = 500
 """Past this many waiting jobs the simulated API refuses new exports (an HTTP error)."""
@@ -148,7 +159,7 @@ class JobState:
     progress: float
     started_at: float | None
     ended_at: float | None
-    error: str
+    error_msg: str
 
     def to_job_info(self, clock: Callable[[float], datetime]) -> JobInfo:
         """The public :class:`JobInfo`, with simulated times mapped to wall time by ``clock``."""
@@ -161,7 +172,7 @@ class JobState:
             end_time=None if self.ended_at is None else clock(self.ended_at),
             provider=self.provider,
             vm_name=self.vm_name,
-            error=self.error,
+            error_msg=self.error_msg,
         )
 
 
@@ -189,6 +200,8 @@ class Step:
     health: str
     incident: str | None = None
     """The provider having an incident at the end of the step, if any."""
+    hung: str | None = None
+    """The id of the export hung at the end of the step, if any."""
 
 
 @dataclass
@@ -209,6 +222,8 @@ class _Job:
     ends_at: float = math.inf
     ended_at: float | None = None
     error: str = ""
+    hang: tuple[float, float] | None = None
+    """(from, until) in simulated seconds: the export stood still then (at most one hang)."""
 
     @property
     def id(self) -> str:
@@ -220,14 +235,17 @@ class _Job:
         if self.started_at is None:
             return 0.0
         until = now if self.ended_at is None else self.ended_at
-        raw = 100.0 * (until - self.started_at) / self.duration
+        worked = until - self.started_at
+        if self.hang is not None:
+            worked -= max(0.0, min(until, self.hang[1]) - self.hang[0])
+        raw = 100.0 * worked / self.duration
         return round(min(max(raw, 0.0), 99.9), 1)  # 100 means done
 
     def state(self, now: float) -> JobState:
         return JobState(
             seq=self.seq, id=self.id, name=self.name, provider=self.provider,
             vm_name=self.vm_name, status=self.status, progress=self.progress(now),
-            started_at=self.started_at, ended_at=self.ended_at, error=self.error,
+            started_at=self.started_at, ended_at=self.ended_at, error_msg=self.error,
         )
 
 
@@ -262,7 +280,9 @@ class Simulation:
     """
 
     def __init__(
-        self, seed: int, *, rate: float = DEFAULT_RATE, workers: int = DEFAULT_WORKERS
+        self, seed: int, *, rate: float = DEFAULT_RATE, workers: int = DEFAULT_WORKERS,
+        hang_every: float = DEFAULT_HANG_EVERY,
+        hang_duration: tuple[float, float] = DEFAULT_HANG_DURATION,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
@@ -274,6 +294,16 @@ class Simulation:
             1 <= workers <= MAX_WORKERS
         ):
             raise ValueError(f"workers must be in 1..{MAX_WORKERS}, got {workers!r}")
+        if isinstance(hang_every, bool) or not isinstance(hang_every, (int, float)) or not (
+            0 <= hang_every <= MAX_HANG_EVERY
+        ):
+            raise ValueError(
+                f"hang_every must be in 0..{MAX_HANG_EVERY:g} s (0: never), got {hang_every!r}"
+            )
+        low, high = hang_duration
+        if not (0 < low <= high and math.isfinite(high)):
+            raise ValueError(f"hang_duration must be (low, high) with 0 < low <= high, "
+                             f"got {hang_duration!r}")
         self.seed = seed
         self.rate = float(rate)
         self.workers = workers
@@ -301,6 +331,14 @@ class Simulation:
         self._next_batch = _uniform(self._rng, BATCH_FIRST)
         self._next_incident = _uniform(self._rng, INCIDENT_FIRST)
         self._incident: tuple[str, float, float] | None = None  # provider, p(fail), until
+        # Hangs draw from a generator of their own, so that turning them on or off does not
+        # change which jobs arrive, when, or for how long they would run.
+        self._hang_rng = random.Random(f"hyperdash-demo-hang:{seed}")
+        self.hang_every = float(hang_every)
+        self.hang_duration = (float(low), float(high))
+        self._next_hang = (self._hang_rng.expovariate(1.0 / hang_every) if hang_every
+                           else math.inf)
+        self._hung: _Job | None = None
 
     # -- events ----------------------------------------------------------------------------
 
@@ -363,7 +401,9 @@ class Simulation:
         self._changed[job.seq] = job
 
     def _finish(self) -> None:
-        _, _, job = heapq.heappop(self._ends)
+        at, _, job = heapq.heappop(self._ends)
+        if at != job.ends_at:
+            return  # a hang moved this job's end later; its new entry is in the heap
         del self._running[job.seq]
         job.ended_at = job.ends_at
         job.status = job.outcome
@@ -403,12 +443,32 @@ class Simulation:
             self._incident = None
             self._next_incident = self.now + rng.expovariate(1.0 / INCIDENT_MEAN_GAP)
 
+    def _hang_change(self) -> None:
+        """One running export stops moving for a while; its end moves as much later."""
+        rng = self._hang_rng
+        self._next_hang = self.now + rng.expovariate(1.0 / self.hang_every)
+        duration = _uniform(rng, self.hang_duration)
+        pick = rng.random()
+        hung = self._hung
+        if hung is not None and hung.status == "running" and hung.hang is not None \
+                and hung.hang[1] > self.now:
+            return  # one hang at a time
+        candidates = [j for _, j in sorted(self._running.items()) if j.hang is None]
+        if not candidates:
+            return
+        job = candidates[min(int(pick * len(candidates)), len(candidates) - 1)]
+        job.hang = (self.now, self.now + duration)
+        job.ends_at += duration
+        heapq.heappush(self._ends, (job.ends_at, job.seq, job))
+        self._hung = job
+
     def _next_event(self) -> tuple[float, int]:
         """(time, kind) of the earliest event; at a tie, job ends (kind 0) go first."""
         candidates = [
             (self._next_arrival, 1),
             (self._next_batch, 2),
             (self._incident[2] if self._incident else self._next_incident, 3),
+            (self._next_hang, 4),
         ]
         if self._ends:
             candidates.append((self._ends[0][0], 0))
@@ -438,8 +498,10 @@ class Simulation:
                 self._arrival()
             elif kind == 2:
                 self._batch()
-            else:
+            elif kind == 3:
                 self._incident_change()
+            else:
+                self._hang_change()
         else:  # pragma: no cover - validated inputs stay far below the guard
             raise RuntimeError(f"more than {MAX_EVENTS_PER_STEP} events in one step")
         self.now = target
@@ -450,6 +512,7 @@ class Simulation:
         others = sorted((j for j in self._changed.values() if j.status != "running"),
                         key=lambda j: j.seq)[-REPORT_LIMIT:]
         reported = sorted(running + others, key=lambda j: j.seq)
+        hung = self._hung
         return Step(
             now=self.now,
             active=len(self._running),
@@ -464,6 +527,9 @@ class Simulation:
             alerts=tuple(self._alerts),
             health=HEALTH_BY_LEVEL[max(self._failure_level, self._queue_level)],
             incident=self._incident[0] if self._incident else None,
+            hung=(hung.id if hung is not None and hung.status == "running"
+                  and hung.hang is not None and hung.hang[0] <= self.now < hung.hang[1]
+                  else None),
         )
 
     def _api(self, dt: float) -> float:
@@ -543,13 +609,24 @@ class DemoSettings:
     speed: float = DEFAULT_SPEED
     warmup: float = DEFAULT_WARMUP
     """Simulated seconds run before serving, so that the first page already has history."""
+    hang_every: float = DEFAULT_HANG_EVERY
+    """Mean simulated seconds between hung exports; 0 turns hangs off."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.speed, (int, float)) and 0 < self.speed <= MAX_SPEED):
             raise ValueError(f"speed must be in (0, {MAX_SPEED:g}], got {self.speed!r}")
         if not (isinstance(self.warmup, (int, float)) and 0 <= self.warmup <= MAX_WARMUP):
             raise ValueError(f"warmup must be in 0..{MAX_WARMUP:g} s, got {self.warmup!r}")
-        Simulation(self.seed, rate=self.rate, workers=self.workers)  # validates the rest
+        # validates the rest
+        Simulation(self.seed, rate=self.rate, workers=self.workers, hang_every=self.hang_every)
+
+    def hang_duration(self, stall_after: float) -> tuple[float, float]:
+        """Simulated seconds a hang lasts: :data:`HANG_STALL_FACTOR` times ``stall_after``
+        in real time, so that it shows as stalled and then moves again."""
+        if stall_after <= 0:
+            return DEFAULT_HANG_DURATION
+        low, high = HANG_STALL_FACTOR
+        return (low * stall_after * self.speed, high * stall_after * self.speed)
 
 
 def sim_clock(anchor: datetime, at: float, speed: float) -> Callable[[float], datetime]:
@@ -607,7 +684,9 @@ async def run_demo(
 
     ``on_ready`` is called once the socket listens, when ``dashboard.url`` is known.
     """
-    sim = Simulation(settings.seed, rate=settings.rate, workers=settings.workers)
+    sim = Simulation(settings.seed, rate=settings.rate, workers=settings.workers,
+                     hang_every=settings.hang_every,
+                     hang_duration=settings.hang_duration(config.stall_after))
     dashboard = Dashboard(config)
     try:
         clock = sim_clock(datetime.now(timezone.utc), settings.warmup, settings.speed)

@@ -18,7 +18,14 @@ from .stores import Alert, JobRecord
 from .telemetry import BY_FIELD, RESERVED_FAMILIES, family_name
 from .validation import rfc3339
 
-__all__ = ["HTTP_SERVER_HISTOGRAMS", "SNAPSHOT_FIELDS", "build_snapshot", "http_from_semconv"]
+__all__ = [
+    "ALERT_FIELDS",
+    "HTTP_SERVER_HISTOGRAMS",
+    "JOB_FIELDS",
+    "SNAPSHOT_FIELDS",
+    "build_snapshot",
+    "http_from_semconv",
+]
 
 # The original's WebSocket message, in its order, with each key's JSON type.
 SNAPSHOT_FIELDS: dict[str, type] = {
@@ -39,6 +46,33 @@ SNAPSHOT_FIELDS: dict[str, type] = {
     "recent_jobs": list,
     "system_health": str,
     "alerts": list,
+}
+
+_TIME = (str, type(None))
+"""An RFC 3339 string, or null (Go's ``time.Time`` decodes null as the zero time)."""
+
+# The original's job entry (its ``JobInfo``), in its order, with each key's JSON type; then
+# our additions, after it. ``int`` means a JSON integer (no fraction, no exponent: Go's
+# decoder refuses 7.0 for an int); ``float`` any JSON number.
+JOB_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "name": str,
+    "status": str,
+    "progress": int,
+    "start_time": _TIME,
+    "end_time": _TIME,
+    "duration": float,
+    "provider": str,
+    "vm_name": str,
+    "error_msg": str,
+}
+
+# The original's alert entry (its ``Alert``), in its order, with each key's JSON type.
+ALERT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "severity": str,
+    "message": str,
+    "time": str,
 }
 
 _SCOPE_LABEL_PREFIX = "otel_scope_"

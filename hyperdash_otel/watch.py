@@ -184,7 +184,8 @@ HEALTH_COLORS = {"healthy": "32", "degraded": "33", "unhealthy": "31"}
 
 
 def format_line(snapshot: Mapping[str, Any], *, color: bool = False) -> str:
-    """One compact line for a snapshot; a field that is missing shows as ``-``.
+    """One compact line for a snapshot; a field that is missing shows as ``-``. Stalled jobs
+    (no progress for the server's ``stall_after``) and alerts are counted when there are any.
 
     >>> format_line({"timestamp": "2026-11-25T18:30:00.000Z", "jobs_active": 5,
     ...   "jobs_completed": 123, "jobs_failed": 2, "queue_length": 15, "cpu_usage": 45.25,
@@ -205,6 +206,12 @@ def format_line(snapshot: Mapping[str, Any], *, color: bool = False) -> str:
         f"  mem {_fmt(_number(snapshot, 'memory_usage'), 6)} MB"
         f"  {health_text}"
     )
+    jobs = snapshot.get("recent_jobs")
+    if isinstance(jobs, list):
+        stalled = sum(1 for job in jobs if isinstance(job, dict) and job.get("stalled") is True)
+        if stalled:
+            word = f"stalled {stalled}"
+            line += f"  \x1b[33m{word}\x1b[0m" if color else f"  {word}"
     alerts = snapshot.get("alerts")
     if isinstance(alerts, list) and alerts:
         line += f"  alerts {len(alerts)}"

@@ -56,7 +56,7 @@ BAD_CALLS = [
     ("add_job", (JobInfo(id="a", name=LONG),), ValueError, "job.name"),
     ("add_job", (JobInfo(id="a", vm_name=LONG),), ValueError, "job.vm_name"),
     ("add_job", (JobInfo(id="a", provider=LONG),), ValueError, "job.provider"),
-    ("add_job", (JobInfo(id="a", error=LONG),), ValueError, "job.error"),
+    ("add_job", (JobInfo(id="a", error_msg=LONG),), ValueError, "job.error_msg"),
     ("add_job", (JobInfo(id="a", start_time="yesterday"),), TypeError, "job.start_time"),
     ("add_job", (JobInfo(id="a", duration=-1.0),), ValueError, "job.duration"),
 ]

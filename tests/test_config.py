@@ -37,11 +37,23 @@ def test_update_interval_takes_seconds_or_timedelta():
         ({"auth_token": "short"}, ValueError, "auth_token"),
         ({"tls_certfile": "cert.pem"}, ValueError, "tls_"),
         ({"allowed_origins": ("",)}, ValueError, "allowed_origins"),
+        ({"stall_after": -1}, ValueError, "stall_after"),
+        ({"stall_after": float("inf")}, ValueError, "stall_after"),
+        ({"stall_after": "5m"}, TypeError, "stall_after"),
     ],
 )
 def test_bad_values_name_the_field(kwargs, exc, field):
     with pytest.raises(exc, match=field):
         Config(**kwargs)
+
+
+def test_stall_after_takes_seconds_or_timedelta_and_zero_turns_it_off():
+    assert Config().stall_after == 300.0
+    assert Config(stall_after=timedelta(minutes=2)).stall_after == 120.0
+    assert Config(stall_after=0).stall_after == 0.0
+    assert Config.from_env({"HYPERDASH_STALL_AFTER": "45.5"}).stall_after == 45.5
+    with pytest.raises(ValueError, match="HYPERDASH_STALL_AFTER"):
+        Config.from_env({"HYPERDASH_STALL_AFTER": "soon"})
 
 
 def test_port_zero_means_any_free_port():

@@ -118,7 +118,8 @@ def test_job_added_then_updated_in_place(dash):
     assert snap["recent_jobs"][1] == {
         "id": "job-1", "name": "export-vm-prod-01", "status": "completed", "progress": 100,
         "start_time": "2026-11-25T10:25:00.000Z", "end_time": "2026-11-25T10:30:00.000Z",
-        "duration": 300.0, "provider": "aws", "vm_name": "prod-web-01", "error": "",
+        "duration": 300.0, "provider": "aws", "vm_name": "prod-web-01", "error_msg": "",
+        "eta_seconds": None, "stalled": False, "last_progress_at": None,
     }
     pending = snap["recent_jobs"][0]
     assert (pending["start_time"], pending["end_time"], pending["duration"]) == (None, None, 0.0)
@@ -137,11 +138,11 @@ def test_job_start_and_end_filled_when_not_given(dash):
     dash.add_job(JobInfo(id="a", status="running"))
     running = dash.job("a")
     assert running is not None and running["start_time"] and running["end_time"] is None
-    dash.add_job(JobInfo(id="a", status="failed", error="disk quota exceeded"))
+    dash.add_job(JobInfo(id="a", status="failed", error_msg="disk quota exceeded"))
     failed = dash.job("a")
     assert failed is not None
     assert failed["start_time"] == running["start_time"]
-    assert RFC3339.match(failed["end_time"]) and failed["error"] == "disk quota exceeded"
+    assert RFC3339.match(failed["end_time"]) and failed["error_msg"] == "disk quota exceeded"
 
 
 def test_given_duration_wins(dash):
@@ -177,7 +178,7 @@ def test_alerts_newest_first_bounded_and_dismissable(dash):
     assert len(alerts) == 20
     assert [a["message"] for a in alerts[:2]] == ["alert 24", "alert 23"]
     assert {a["severity"] for a in alerts} == {"warning", "info"}
-    assert set(alerts[0]) == {"id", "severity", "message", "timestamp"}
+    assert set(alerts[0]) == {"id", "severity", "message", "time"}
     assert dash.dismiss_alert(ids[24]) is True
     assert dash.dismiss_alert(ids[24]) is False
     for _ in range(3):

@@ -21,6 +21,7 @@ from hyperdash_process import HyperdashProcess
 
 from hyperdash_otel import JOB_STATUSES, Config, Dashboard
 from hyperdash_otel.demo import (
+    DEFAULT_HANG_DURATION,
     COMMON_ERRORS,
     ERRORS,
     FAILURE_CRITICAL,
@@ -82,6 +83,47 @@ def test_jobs_do_not_depend_on_the_step_size() -> None:
     assert final_jobs(fine) == final_jobs(coarse) == final_jobs(single)
 
 
+def test_hangs_do_not_depend_on_the_step_size_either() -> None:
+    fine = run(Simulation(7, hang_every=20, hang_duration=(30, 60)), [0.5] * 600)
+    single = run(Simulation(7, hang_every=20, hang_duration=(30, 60)), [300.0])
+    assert final_jobs(fine) == final_jobs(single)
+    assert [s.hung for s in fine] == [s.hung for s in
+                                      run(Simulation(7, hang_every=20, hang_duration=(30, 60)),
+                                          [0.5] * 600)]
+
+
+def test_a_hung_export_stands_still_then_moves_again_and_finishes() -> None:
+    sim = Simulation(5, hang_every=30, hang_duration=(40, 40))
+    progress: dict[str, list[tuple[float, float]]] = {}
+    hung_at: dict[str, float] = {}
+    for step in run(sim, [1.0] * 900):
+        if step.hung is not None:
+            hung_at.setdefault(step.hung, step.now)
+        for job in step.jobs:
+            progress.setdefault(job.id, []).append((step.now, job.progress))
+    assert len(hung_at) >= 5
+    for job_id, start in hung_at.items():
+        seen = progress[job_id]
+        still = [p for t, p in seen if start <= t <= start + 38]
+        assert len(set(still)) == 1, (job_id, seen)  # stands still for the whole hang
+        if start + 42 < sim.now:  # then moves again (or ends, further on than it stood)
+            assert max(p for t, p in seen if t >= start + 40) > still[0], (job_id, seen)
+
+
+def test_one_export_hangs_at_a_time() -> None:
+    steps = run(Simulation(2, hang_every=5, hang_duration=(100, 100)), [1.0] * 600)
+    hung = [s.hung for s in steps if s.hung]
+    runs = [h for i, h in enumerate(hung) if i == 0 or hung[i - 1] != h]
+    assert len(runs) == len(set(runs)) >= 3
+
+
+def test_hangs_off_and_the_hang_length_follows_stall_after() -> None:
+    assert all(s.hung is None for s in run(Simulation(1, hang_every=0), [10.0] * 360))
+    settings = DemoSettings(seed=1, speed=4)
+    assert settings.hang_duration(30) == (240.0, 480.0)  # 2x-4x stall_after, in real time
+    assert settings.hang_duration(0) == DEFAULT_HANG_DURATION
+
+
 def test_a_long_run_keeps_its_invariants() -> None:
     sim = Simulation(3, rate=12, workers=6)
     previous: Step | None = None
@@ -104,7 +146,7 @@ def test_a_long_run_keeps_its_invariants() -> None:
             assert 0 <= job.progress <= 100
             assert (job.progress == 100) == (job.status == "completed")
             if job.status == "failed":
-                assert job.error in ERRORS[job.provider] + COMMON_ERRORS
+                assert job.error_msg in ERRORS[job.provider] + COMMON_ERRORS
             if job.status in TERMINAL:
                 assert job.started_at is not None and job.ended_at is not None
                 assert job.ended_at >= job.started_at
@@ -182,6 +224,8 @@ def test_next_level_rises_at_once_and_falls_with_hysteresis(
         (lambda: DemoSettings(seed=1, speed=0), ValueError),
         (lambda: DemoSettings(seed=1, warmup=-1), ValueError),
         (lambda: DemoSettings(seed=1, rate=-3), ValueError),
+        (lambda: DemoSettings(seed=1, hang_every=-1), ValueError),
+        (lambda: Simulation(1, hang_duration=(5, 1)), ValueError),
     ],
 )
 def test_bad_settings_are_refused(make: Callable[[], object], error: type[Exception]) -> None:
@@ -211,10 +255,12 @@ def test_steps_reach_the_dashboard_through_the_public_api(
     sim = Simulation(1)
     clock = sim_clock(EPOCH, 0.0, 1.0)
     raised = 0
+    newest = 0
     for _ in range(900):
         step = sim.advance(1.0)
         apply_step(dash, step, clock)
         raised += len(step.alerts)
+        newest = max([newest, *(j.seq for j in step.jobs)])
     snap = dash.snapshot(now=clock(sim.now))
     assert {k: snap[k] for k in ("jobs_active", "jobs_completed", "jobs_failed",
                                  "jobs_pending", "queue_length", "http_requests",
@@ -226,7 +272,7 @@ def test_steps_reach_the_dashboard_through_the_public_api(
     }
     assert snap["avg_response_time"] == pytest.approx(step.avg_response_time_ms, abs=1e-3)
     assert set(snap["provider_stats"]) == set(PROVIDERS)
-    assert sum(snap["provider_stats"].values()) == sim.advance(0).jobs[-1].seq
+    assert sum(snap["provider_stats"].values()) == newest  # every job reported, once
     assert len(snap["alerts"]) == min(raised, dash.config.max_alerts)
     assert snap["memory_usage"] > 0 and snap["goroutines"] >= 1  # sampled, not pushed
     running = [j for j in snap["recent_jobs"] if j["status"] == "running"]
@@ -364,10 +410,10 @@ def test_hyperdash_watch_follows_the_demo(spawn: Callable[..., HyperdashProcess]
 def test_a_step_replays_as_job_infos() -> None:
     job = JobState(seq=1, id="job-00001", name="export-prod-web-01-ova", provider="aws",
                    vm_name="prod-web-01", status="failed", progress=42.0, started_at=10.0,
-                   ended_at=30.0, error="EBS snapshot did not complete within 15m")
+                   ended_at=30.0, error_msg="EBS snapshot did not complete within 15m")
     info = job.to_job_info(sim_clock(EPOCH, 0.0, 2.0))
     assert (info.start_time, info.end_time) == (EPOCH + timedelta(seconds=5),
                                                 EPOCH + timedelta(seconds=15))
-    assert (info.id, info.status, info.progress, info.error) == (
+    assert (info.id, info.status, info.progress, info.error_msg) == (
         "job-00001", "failed", 42.0, "EBS snapshot did not complete within 15m")
     assert replace(job, started_at=None).to_job_info(sim_clock(EPOCH, 0, 1)).start_time is None

@@ -72,12 +72,12 @@ def test_series_of_a_family_are_summed_across_scopes():
 
 def test_stores_are_rendered_in_order():
     job = JobRecord(id="j", name="n", status="running", progress=12.5, start_time=NOW,
-                    end_time=None, duration=None, provider="gcp", vm_name="vm", error="")
+                    end_time=None, duration=None, provider="gcp", vm_name="vm", error_msg="")
     alert = Alert("alert-1", "critical", "boom", NOW)
     snap = build_snapshot([], [job], [alert], "unhealthy", now=NOW)
-    assert snap["recent_jobs"][0]["progress"] == 12.5
+    assert snap["recent_jobs"][0]["progress"] == 12  # floored: the original sends an int
     assert snap["alerts"] == [{"id": "alert-1", "severity": "critical", "message": "boom",
-                               "timestamp": "2024-01-15T10:30:00.000Z"}]
+                               "time": "2024-01-15T10:30:00.000Z"}]
 
 
 def test_custom_non_finite_values_become_null_so_the_json_stays_valid():

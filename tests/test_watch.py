@@ -94,6 +94,16 @@ def test_format_line_survives_missing_and_odd_fields() -> None:
     assert odd.startswith("garbage!  active   -") and "cpu     -%" in odd
 
 
+def test_format_line_counts_stalled_jobs_when_there_are_any() -> None:
+    jobs = [{"id": "a", "stalled": True}, {"id": "b", "stalled": False}, {"id": "c"},
+            {"id": "d", "stalled": True}, "odd", {"id": "e", "stalled": "true"}]
+    line = format_line({**SNAPSHOT, "recent_jobs": jobs})
+    assert line.endswith("  degraded  stalled 2  alerts 2")
+    assert "\x1b[33mstalled 2\x1b[0m" in format_line({**SNAPSHOT, "recent_jobs": jobs},
+                                                       color=True)
+    assert "stalled" not in format_line({**SNAPSHOT, "recent_jobs": jobs[1:3]})
+
+
 def test_format_line_colors_health_only_when_asked() -> None:
     assert "\x1b[33mdegraded\x1b[0m" in format_line(SNAPSHOT, color=True)
     assert "\x1b" not in format_line(SNAPSHOT)

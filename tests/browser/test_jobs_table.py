@@ -32,7 +32,7 @@ def test_rows_show_badge_progress_and_fields(ui, dash):
         dash.add_job(JobInfo(id=f"job-{status}", name=f"export-{status}", status=status,
                              progress=value, provider="aws", vm_name=f"vm-{status}",
                              start_time=start,
-                             error="disk quota exceeded" if status == "failed" else ""))
+                             error_msg="disk quota exceeded" if status == "failed" else ""))
     ui.open()
     ui.wait_ticks(1)
 

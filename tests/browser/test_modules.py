@@ -237,3 +237,14 @@ def test_silent_socket_is_replaced(module_page):
          }"""
     )
     assert result == {"before": 1, "closedStale": True, "after": 2, "state": "reconnecting"}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "any moment"), (0.4, "any moment"), (45, "in 45 s"), (240, "in 4 min"),
+     (3599, "in 60 min"), (3600, "in 1 h"), (7500, "in 2 h 5 min"), (86_400, "in 1 day"),
+     (3 * 86_400, "in 3 days"), (None, "\u2014"), (-1, "\u2014"), ("x", "\u2014"),
+     ("", "\u2014")],
+)
+def test_format_eta(module_page, seconds, shown):
+    assert call(module_page, "format.formatEta", seconds) == shown

@@ -33,7 +33,7 @@ def fill(dash: Dashboard) -> None:
                       "pending": 0}[status],
             provider=PROVIDERS[n % 3], vm_name=f"prod-{['web', 'db', 'cache'][n % 3]}-{n:02d}",
             start_time=start, end_time=now if ended else None,
-            error="snapshot quota exceeded in region" if status == "failed" else "",
+            error_msg="snapshot quota exceeded in region" if status == "failed" else "",
         ))
     dash.add_alert("info", "Backup of the export catalogue completed")
     dash.add_alert("warning", "Queue length above 20 for 5 minutes")

@@ -13,7 +13,7 @@ PAYLOAD = "<img src=x onerror=window.__xss=1>"
 
 def test_markup_in_job_fields_and_alerts_is_shown_as_text(ui, dash, browser_log):
     dash.add_job(JobInfo(id="xss-1", name=PAYLOAD, status="failed", progress=10,
-                         provider=PAYLOAD, vm_name=PAYLOAD, error=PAYLOAD))
+                         provider=PAYLOAD, vm_name=PAYLOAD, error_msg=PAYLOAD))
     dash.add_alert("critical", PAYLOAD)
     ui.open()
     ui.wait_ticks(2)
@@ -43,7 +43,7 @@ def test_unknown_status_and_severity_do_not_become_classes(ui):
                recent_jobs: [{ id: "odd", name: "n", status: payload, progress: 500,
                                provider: "p", vm_name: "v", duration: -1, start_time: null }],
                alerts: [{ id: "a", severity: payload, message: "m",
-                          timestamp: new Date().toISOString() }],
+                          time: new Date().toISOString() }],
              });
              const row = document.querySelector('#jobs-body tr[data-job-id="odd"]');
              return {

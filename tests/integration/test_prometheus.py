@@ -33,6 +33,7 @@ GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
 DASHBOARD = json.loads((GRAFANA / "dashboards" / "hyperdash.json").read_text(encoding="utf-8"))
 JOB = "hyperdash"  # the job name in grafana/prometheus/prometheus.yml
 DEADLINE = 20.0  # seconds for any one wait; the whole module takes well under this
+STALL_AFTER = 1.0  # the dashboard's stall_after: a job still for a second is stalled
 
 # Grafana's built-in variables. The queries run once both phases are stored, a few seconds
 # after the first scrape: a 1m window covers every sample, as $__rate_interval (4 x scrape
@@ -126,6 +127,8 @@ EXPECTED: dict[tuple[str, str], Any] = {
     ("Live connections", "B"): equals(threads),
     ("Queue and pending jobs", "A"): equals(queue),
     ("Queue and pending jobs", "B"): equals(pending),
+    # Phase 1's running jobs never move again: all of them stall after STALL_AFTER.
+    ("Stalled jobs", "A"): {p: equals(n) for p, n in JOBS},
 }
 
 LIVE_ALERTS = {
@@ -135,6 +138,7 @@ LIVE_ALERTS = {
     "HyperdashMemoryHigh",
     "HyperdashSystemUnhealthy",
     "HyperdashHttpErrorRatioHigh",
+    "HyperdashJobsStalled",
 }
 
 
@@ -231,7 +235,8 @@ class Scraped:
 @pytest.fixture(scope="module")
 def scraped(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
     tmp = tmp_path_factory.mktemp("prometheus")
-    dash = Dashboard(Config(port=0, update_interval=0.2, collect_system_metrics=False))
+    dash = Dashboard(Config(port=0, update_interval=0.2, collect_system_metrics=False,
+                            stall_after=STALL_AFTER))
     proc: subprocess.Popen[bytes] | None = None
     log_path = tmp / "prometheus.log"
     log = log_path.open("wb")
@@ -391,3 +396,32 @@ def test_the_required_alerts_fire_on_live_data(scraped: Scraped) -> None:
         expected_instance = (scraped.dead_instance if name == "HyperdashInstanceDown"
                              else scraped.instance)
         assert labels["instance"] == expected_instance, (name, labels)
+
+
+def test_a_stalled_job_raises_hyperdash_jobs_stalled(scraped: Scraped) -> None:
+    """A job of its own provider moves until Prometheus has stored its gauge at 0, then
+    stops: the gauge rises to 1 on the next scrapes, and the rule goes pending for it."""
+    prom, dash = scraped.prometheus, scraped.dashboard
+    probe = f'{{job="{JOB}", instance="{scraped.instance}", provider="probe"}}'
+    steps = iter(range(1, 10_000))
+
+    def moving_and_seen_at_zero() -> bool:
+        dash.add_job(JobInfo(id="probe", status="running", progress=next(steps) / 100,
+                             provider="probe"))
+        return bool(prom.query(f"sum(hyperdash_jobs_stalled{probe}) == 0"))
+
+    prom.wait_for("the probe's gauge stored at 0 while it moves", moving_and_seen_at_zero)
+    stopped = time.time()
+    prom.wait_for("the probe's gauge to rise to 1", lambda: prom.query(
+        f"sum(hyperdash_jobs_stalled{probe}) == 1 and on() timestamp(up{{job=\"{JOB}\", "
+        f"instance=\"{scraped.instance}\"}}) > {stopped + STALL_AFTER:.3f}"))
+    # The dashboard's own view agrees, and the bundled rule sees it (pending: `for: 2m`).
+    assert dash.job("probe")["stalled"] is True  # type: ignore[index]
+
+    def rule_active() -> list[dict[str, Any]]:
+        return [a for a in prom.get("/api/v1/alerts")["alerts"]
+                if a["labels"]["alertname"] == "HyperdashJobsStalled"
+                and a["labels"].get("provider") == "probe"]
+
+    (alert,) = prom.wait_for("HyperdashJobsStalled for the probe", rule_active)
+    assert alert["state"] in ("pending", "firing") and alert["labels"]["severity"] == "warning"

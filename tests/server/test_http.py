@@ -63,7 +63,7 @@ def test_api_metrics_answers_before_the_first_tick(serve: Callable[..., Any]) ->
 def add_jobs(dash: Any) -> None:
     dash.add_job(JobInfo(id="j1", name="export web-01", status="completed", provider="aws"))
     dash.add_job(JobInfo(id="j2", name="export db-01", status="failed", provider="gcp",
-                         error="disk full"))
+                         error_msg="disk full"))
     dash.add_job(JobInfo(id="j 3/x", name="export cache", status="running", progress=40,
                          provider="azure"))
 
@@ -82,7 +82,7 @@ def test_one_job_by_id(serve: Callable[..., Any]) -> None:
     s = serve()
     add_jobs(s.dash)
     job = s.request("/api/jobs/j2").json()
-    assert (job["id"], job["status"], job["error"]) == ("j2", "failed", "disk full")
+    assert (job["id"], job["status"], job["error_msg"]) == ("j2", "failed", "disk full")
     assert s.request("/api/jobs/j%203%2Fx").json()["id"] == "j 3/x"  # ids are URL-decoded
     assert s.request("/api/jobs/j2").json() == s.dash.job("j2")
 

@@ -2,7 +2,7 @@
 //
 // The original re-created every alert on every tick, so a dismissed alert came back a
 // second later. Dismissals here are remembered in localStorage (bounded), keyed by the
-// alert's id and timestamp so an id reused by a restarted server is not hidden by mistake.
+// alert's id and time so an id reused by a restarted server is not hidden by mistake.
 
 import { formatLocalTime } from "./format.js";
 
@@ -45,7 +45,7 @@ export class Dismissals {
 }
 
 export function alertKey(alert) {
-  return `${String(alert.id)}@${String(alert.timestamp ?? "")}`;
+  return `${String(alert.id)}@${String(alert.time ?? "")}`;
 }
 
 function safeStorage() {
@@ -80,7 +80,7 @@ function createAlert(alert, key) {
 
   const when = document.createElement("time");
   when.className = "alert-time";
-  when.textContent = formatLocalTime(alert.timestamp);
+  when.textContent = formatLocalTime(alert.time);
 
   const close = document.createElement("button");
   close.type = "button";

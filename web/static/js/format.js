@@ -113,6 +113,28 @@ export function formatClock(ms) {
   });
 }
 
+/**
+ * Time to completion, relative: "in 45 s", "in 4 min", "in 2 h 5 min", "in 3 days".
+ * Null, negative or unreadable reads as an em dash (the server sends null until it has
+ * enough evidence, and for stalled or finished jobs).
+ */
+export function formatEta(seconds) {
+  if (seconds === null || seconds === undefined || seconds === "") return "\u2014";
+  const n = typeof seconds === "number" ? seconds : Number(seconds);
+  if (!Number.isFinite(n) || n < 0) return "\u2014";
+  if (n < 1) return "any moment";
+  if (n < MINUTE) return `in ${Math.round(n)} s`;
+  if (n < HOUR) return `in ${Math.round(n / MINUTE)} min`;
+  if (n < DAY) {
+    const minutes = Math.round(n / MINUTE);
+    const hours = Math.floor(minutes / 60);
+    const rest = minutes % 60;
+    return rest === 0 ? `in ${hours} h` : `in ${hours} h ${rest} min`;
+  }
+  const days = Math.round(n / DAY);
+  return days === 1 ? "in 1 day" : `in ${days} days`;
+}
+
 /** A progress value clamped to 0..100; anything unreadable counts as 0. */
 export function clampProgress(value) {
   return Math.min(100, Math.max(0, toNumber(value)));

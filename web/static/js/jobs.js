@@ -1,8 +1,18 @@
 // The recent-jobs table. Rows are keyed by job id and updated in place, so a tick does
 // not rebuild the table (text selection and hover survive). Every job field reaches the
-// page through textContent or a clamped number, never as markup.
+// page through textContent, a title or a clamped number, never as markup.
+//
+// Stalled jobs (no progress for the server's stall_after) come first, with a badge; the
+// rest keep the server's order, newest first.
 
-import { clampProgress, formatDuration, formatLocalTime, parseTime } from "./format.js";
+import {
+  clampProgress,
+  formatDuration,
+  formatEta,
+  formatLocalTime,
+  parseTime,
+  toNumber,
+} from "./format.js";
 
 export const MAX_ROWS = 50;
 const STATUSES = new Set(["pending", "running", "completed", "failed", "cancelled"]);
@@ -35,7 +45,12 @@ function createRow(id) {
 
   const badge = document.createElement("span");
   badge.className = "badge";
-  cell(tr, "col-status").append(badge);
+  const stall = document.createElement("span");
+  stall.className = "stall-badge";
+  stall.dataset.testid = "stalled-badge";
+  stall.textContent = "stalled";
+  stall.hidden = true;
+  cell(tr, "col-status").append(badge, stall);
 
   const progressCell = cell(tr, "col-progress");
   const bar = document.createElement("div");
@@ -50,6 +65,10 @@ function createRow(id) {
   percent.className = "progress-text";
   progressCell.append(bar, percent);
 
+  const etaCell = cell(tr, "col-eta");
+  const eta = document.createElement("time");
+  etaCell.append(eta);
+
   const provider = cell(tr, "col-provider");
   const vm = cell(tr, "col-vm");
   const duration = cell(tr, "col-duration");
@@ -57,7 +76,9 @@ function createRow(id) {
   const start = document.createElement("time");
   startCell.append(start);
 
-  return { tr, idCell, name, error, badge, bar, fill, percent, provider, vm, duration, start };
+  return {
+    tr, idCell, name, error, badge, stall, bar, fill, percent, eta, provider, vm, duration, start,
+  };
 }
 
 function setText(element, value) {
@@ -67,7 +88,7 @@ function setText(element, value) {
 function fillRow(parts, job) {
   setText(parts.idCell, text(job.id));
   setText(parts.name, text(job.name));
-  const error = text(job.error);
+  const error = text(job.error_msg);
   setText(parts.error, error);
   parts.error.hidden = error === "";
 
@@ -85,6 +106,17 @@ function fillRow(parts, job) {
   parts.bar.dataset.value = String(progress);
   parts.fill.dataset.status = known;
   setText(parts.percent, `${rounded}%`);
+
+  const stalled = job.stalled === true;
+  parts.tr.dataset.stalled = String(stalled);
+  parts.tr.dataset.lastProgressAt =
+    typeof job.last_progress_at === "string" ? job.last_progress_at : "";
+  parts.stall.hidden = !stalled;
+  const since = parseTime(job.last_progress_at);
+  const sinceText = since === null ? "" : ` since ${formatLocalTime(job.last_progress_at)}`;
+  setTitle(parts.stall, stalled ? `No progress${sinceText}` : "");
+
+  fillEta(parts.eta, job);
 
   setText(parts.provider, text(job.provider));
   setText(parts.vm, text(job.vm_name));
@@ -104,7 +136,34 @@ function fillRow(parts, job) {
   }
 }
 
-/** Shows up to 50 jobs, newest first as the server sends them; an empty list shows a note. */
+function setTitle(element, value) {
+  if (value === "") element.removeAttribute("title");
+  else if (element.title !== value) element.title = value;
+}
+
+/** "in 4 min", with the absolute local time on hover; a dash when there is no estimate. */
+function fillEta(element, job) {
+  const known = job.status === "running" && job.stalled !== true &&
+    job.eta_seconds !== null && job.eta_seconds !== undefined &&
+    Number.isFinite(Number(job.eta_seconds)) && Number(job.eta_seconds) >= 0;
+  element.dataset.eta = known ? String(toNumber(job.eta_seconds)) : "";
+  if (!known) {
+    setText(element, "\u2014");
+    element.removeAttribute("datetime");
+    setTitle(element, "");
+    return;
+  }
+  const seconds = toNumber(job.eta_seconds);
+  setText(element, formatEta(seconds));
+  // Rounded to the minute, so the hover text does not change on every tick.
+  const at = new Date(Math.round((Date.now() + seconds * 1000) / 60000) * 60000);
+  const iso = at.toISOString();
+  if (element.dateTime !== iso) element.dateTime = iso;
+  setTitle(element, `Expected to finish at ${formatLocalTime(iso)}`);
+}
+
+/** Shows up to 50 jobs, stalled ones first, then newest first as the server sends them; an
+ * empty list shows a note. */
 export function updateJobsTable(jobs) {
   const body = document.getElementById("jobs-body");
   if (!body) return;
@@ -131,6 +190,12 @@ export function updateJobsTable(jobs) {
       rows.delete(id);
     }
   }
+  // Stable: each group keeps the server's order.
+  const stalled = ordered.filter((tr) => tr.dataset.stalled === "true");
+  if (stalled.length > 0) {
+    const moving = ordered.filter((tr) => tr.dataset.stalled !== "true");
+    ordered.splice(0, ordered.length, ...stalled, ...moving);
+  }
   const current = body.children;
   const sameOrder =
     current.length === ordered.length && ordered.every((tr, i) => current[i] === tr);
@@ -141,6 +206,8 @@ export function updateJobsTable(jobs) {
   const count = document.getElementById("jobs-count");
   if (count) {
     count.dataset.count = String(ordered.length);
-    count.textContent = ordered.length === 1 ? "1 job" : `${ordered.length} jobs`;
+    count.dataset.stalled = String(stalled.length);
+    const label = ordered.length === 1 ? "1 job" : `${ordered.length} jobs`;
+    count.textContent = stalled.length > 0 ? `${label}, ${stalled.length} stalled` : label;
   }
 }
