@@ -434,7 +434,7 @@ def busy_registry(dash: Any, series: int = 400) -> None:
 
 
 @pytest.mark.parametrize("accept", ["text/plain", "application/openmetrics-text; version=1.0.0"])
-def test_300_concurrent_scrapes_do_not_make_ticks_skip(serve: Callable[..., Any],
+def test_300_concurrent_scrapes_do_not_make_ticks_skip(serve: Callable[..., Any], wait: Any,
                                                         accept: str) -> None:
     s = serve(update_interval=0.5, max_connections=400, max_connections_per_ip=400,
               rate_limit=0)
@@ -448,7 +448,8 @@ def test_300_concurrent_scrapes_do_not_make_ticks_skip(serve: Callable[..., Any]
     # of encoding, 6 to 10 ticks skipped. The loop itself still answers 300 requests at once,
     # which may hold a tick back on a busy machine, never that long.
     assert ticker.skipped - before[1] <= 2 and ticker.errors == before[2]
-    assert ticker.ticks > before[0]
+    # The ticker still runs (the scrapes may all have fitted between two ticks).
+    wait(lambda: ticker.ticks > before[0])
     # Shared encodings: far fewer than one per request.
     assert s.ctx.expositions is not None and s.ctx.expositions.calls < 100
 
