@@ -70,6 +70,8 @@ class Dashboard:
     ) -> None:
         if config is not None and not isinstance(config, Config):
             raise TypeError(f"config must be a Config, got {type(config).__name__}")
+        if registry is not None and not isinstance(registry, CollectorRegistry):
+            raise TypeError(f"registry must be a CollectorRegistry, got {type(registry).__name__}")
         self.config = config or Config()
         if registry is None:
             registry = REGISTRY if self.config.use_global_registry else CollectorRegistry()
@@ -247,6 +249,7 @@ class Dashboard:
 
     def snapshot(self, now: datetime | None = None) -> dict[str, Any]:
         """The Metrics dict as of now (what the WebSocket sends)."""
+        at = v.moment(now, "now") or datetime.now(timezone.utc)
         self._sample_system()
         families = self.telemetry.collect()
         return build_snapshot(
@@ -254,7 +257,7 @@ class Dashboard:
             self._jobs.records(),
             self._alerts.alerts(),
             self._health,
-            now=now or datetime.now(timezone.utc),
+            now=at,
             max_custom_series=self.config.max_custom_series,
         )
 
@@ -269,11 +272,16 @@ class Dashboard:
         return out if limit is None else out[:limit]
 
     def job(self, job_id: str) -> dict[str, Any] | None:
+        """One job as ``/api/jobs/{id}`` shows it; None when no job has that id."""
+        if not isinstance(job_id, str):
+            raise TypeError(f"job_id must be a str, got {type(job_id).__name__}")
         record = self._jobs.get(job_id)
         return None if record is None else record.to_json(datetime.now(timezone.utc))
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry encoded for ``Accept`` (OpenMetrics when asked); (body, content type)."""
+        if accept is not None and not isinstance(accept, str):
+            raise TypeError(f"accept must be a str or None, got {type(accept).__name__}")
         self._sample_system()
         encoder, content_type = choose_encoder(accept or "")
         return encoder(_Families(self.telemetry.collect())), content_type
