@@ -136,6 +136,16 @@ def test_a_native_metric_with_a_surrogate_label_is_exported_as_ufffd(dash: Dashb
     assert snap["custom"]["queue_depth"] == [{"labels": {"queue": REPLACED}, "value": 4.0}]
 
 
+def test_a_surrogate_in_a_resource_attribute_is_exported_as_ufffd(
+    make_dashboard: Callable[..., Dashboard], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Environment variables hold undecodable bytes as surrogates, as file names do.
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", f"host.name={SURROGATE}")
+    dash = make_dashboard()
+    assert_everything_encodes(dash)
+    assert f'host_name="{REPLACED}"' in dash.metrics_text()
+
+
 def test_series_that_become_equal_are_exported_once(dash: Dashboard,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     counter = dash.meter_provider.get_meter("user").create_counter("user.exports")
