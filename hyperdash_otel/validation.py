@@ -115,7 +115,7 @@ def identifier(value: object, name: str, max_length: int) -> str:
         at = _SURROGATE.search(value)
         assert at is not None
         raise ValueError(
-            f"{name} must be valid Unicode; it has a lone surrogate {at.group()!r} at index "
+            f"{name} must be valid Unicode; it has the surrogate {at.group()!r} at index "
             f"{at.start()} (undecodable bytes? decode them with errors='replace')"
         )
     result = text(value, name, max_length, allow_empty=False)
