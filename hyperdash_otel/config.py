@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from .validation import has_surrogates
-
 __all__ = ["Config", "default_config"]
 
 DEFAULT_PORT = 8080
@@ -57,8 +55,10 @@ def _check_int(value: object, name: str, low: int, high: int | None = None) -> N
 def _check_str(value: object, name: str) -> None:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    if has_surrogates(value):  # it could never match a request's header, nor be logged
-        raise ValueError(f"{name} must be valid Unicode (it has a lone surrogate)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: it could never match a request's header
+        raise ValueError(f"{name} must be valid Unicode (it has a lone surrogate)") from None
 
 
 def _check_bool(value: object, name: str) -> None:
@@ -132,16 +132,16 @@ class Config:
             if not origin:
                 raise ValueError(f"allowed_origins entries must be non-empty strings: {origin!r}")
         object.__setattr__(self, "allowed_origins", origins)
-        if self.auth_token is not None:
-            _check_str(self.auth_token, "auth_token")
-            if len(self.auth_token) < 8:
-                raise ValueError("auth_token must be a string of at least 8 characters")
+        if self.auth_token is not None and (
+            not isinstance(self.auth_token, str) or len(self.auth_token) < 8
+        ):
+            raise ValueError("auth_token must be a string of at least 8 characters")
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile must be given together")
         for name in ("tls_certfile", "tls_keyfile"):
             path = getattr(self, name)
             if path is not None and not isinstance(path, (str, os.PathLike)):
                 raise TypeError(f"{name} must be a path (str) or None, got {type(path).__name__}")
-        if (self.tls_certfile is None) != (self.tls_keyfile is None):
-            raise ValueError("tls_certfile and tls_keyfile must be given together")
         _check_bool(self.use_global_registry, "use_global_registry")
 
     @property

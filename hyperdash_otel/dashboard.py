@@ -70,11 +70,11 @@ class Dashboard:
     ) -> None:
         if config is not None and not isinstance(config, Config):
             raise TypeError(f"config must be a Config, got {type(config).__name__}")
-        if registry is not None and not isinstance(registry, CollectorRegistry):
-            raise TypeError(f"registry must be a CollectorRegistry, got {type(registry).__name__}")
         self.config = config or Config()
         if registry is None:
             registry = REGISTRY if self.config.use_global_registry else CollectorRegistry()
+        elif not isinstance(registry, CollectorRegistry):
+            raise TypeError(f"registry must be a CollectorRegistry, got {type(registry).__name__}")
         self.registry = registry
         self.telemetry = Telemetry(registry)
         self._lock = threading.RLock()
@@ -249,7 +249,7 @@ class Dashboard:
 
     def snapshot(self, now: datetime | None = None) -> dict[str, Any]:
         """The Metrics dict as of now (what the WebSocket sends)."""
-        at = v.moment(now, "now") or datetime.now(timezone.utc)
+        now = v.moment(now, "now") or datetime.now(timezone.utc)
         self._sample_system()
         families = self.telemetry.collect()
         return build_snapshot(
@@ -257,7 +257,7 @@ class Dashboard:
             self._jobs.records(),
             self._alerts.alerts(),
             self._health,
-            now=at,
+            now=now,
             max_custom_series=self.config.max_custom_series,
         )
 
