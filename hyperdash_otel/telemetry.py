@@ -190,7 +190,11 @@ def _clean(value: Any) -> Any:
 
 
 def _clean_labels(labels: dict[str, str]) -> dict[str, str]:
-    return {_clean(k): _clean(val) for k, val in labels.items()}
+    try:  # isascii() inline: this runs for every series of a family that needs cleaning
+        return {(k if k.isascii() else clean_text(k)): (val if val.isascii() else clean_text(val))
+                for k, val in labels.items()}
+    except AttributeError:  # a hand-made collector's non-str label
+        return {_clean(k): _clean(val) for k, val in labels.items()}
 
 
 def clean_families(families: Iterable[Metric], warned: set[str]) -> list[Metric]:
@@ -212,13 +216,17 @@ def clean_families(families: Iterable[Metric], warned: set[str]) -> list[Metric]
         fam.documentation = _clean(fam.documentation)
         fam.unit = _clean(fam.unit)
         samples = []
-        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        seen: set[tuple[str, frozenset[tuple[str, str]]]] = set()
         for s in fam.samples:
             name, labels = _clean(s.name), _clean_labels(s.labels)
-            key = (name, tuple(sorted(labels.items())))
-            if key in seen:
-                continue
-            seen.add(key)
+            try:
+                key = (name, frozenset(labels.items()))
+            except TypeError:  # an unhashable label value: nothing to compare it with
+                pass
+            else:
+                if key in seen:
+                    continue
+                seen.add(key)
             exemplar = s.exemplar
             if exemplar is not None:
                 exemplar = exemplar._replace(labels=_clean_labels(exemplar.labels))

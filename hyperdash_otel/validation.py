@@ -26,6 +26,7 @@ from decimal import Decimal
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_EXCEPT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 MAX_NUMBER = 2**63
 """Largest magnitude a recorded number may have: beyond it an int64 counter overflows and a
@@ -47,8 +48,15 @@ def clean_text(value: str) -> str:
     """
     if not has_surrogates(value):
         return value
-    # UTF-16 is where surrogates come from: it pairs what pairs and replaces the rest.
-    return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    if _SURROGATE_PAIR.search(value):
+        value = _SURROGATE_PAIR.sub(_join_pair, value)
+    # What is left is lone. (Decoding UTF-16 with errors="replace" does the same in one
+    # step, five times slower: a family of thousands of such series is cleaned each tick.)
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def _join_pair(match: re.Match[str]) -> str:
+    return match.group().encode("utf-16-le", "surrogatepass").decode("utf-16-le")
 
 
 def count(value: object, name: str) -> int:

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import Gauge
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
@@ -51,6 +53,15 @@ def test_the_rule_for_free_text() -> None:
     assert clean_text("a\ud83db\udc80") == "a\ufffdb\ufffd"
     plain = "export-é"
     assert clean_text(plain) is plain and not has_surrogates(plain)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.one_of(st.characters(codec="utf-8"), st.characters(categories=["Cs"]),
+                         st.sampled_from(["\ud83d", "\ude00", "\udcff"]))))
+def test_clean_text_is_decoding_utf16_with_replacement(value: str) -> None:
+    cleaned = validation.clean_text(value)
+    assert cleaned == value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    cleaned.encode("utf-8")
 
 
 @pytest.mark.parametrize("field", ["name", "vm_name", "provider", ERROR_FIELD])
