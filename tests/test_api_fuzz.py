@@ -320,8 +320,8 @@ def test_every_call_applies_in_full_or_changes_nothing(sequence: list[tuple[str,
                 label, value = args
                 counter.add(1, {"file": label, "vm": value})
                 series = dash.snapshot(now=NOW)["custom"]["user_exports_total"]
-                assert {"file": as_clean(label), "vm": as_clean(value)} in [
-                    s["labels"] for s in series]
+                assert (as_clean(label), as_clean(value)) in [
+                    (s["labels"]["file"], s["labels"]["vm"]) for s in series]
                 continue
             before = observe(dash)
             try:
