@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -45,7 +45,10 @@ def _seconds(value: float | timedelta, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         kind = type(value).__name__
         raise TypeError(f"{name} must be seconds (float) or a timedelta, got {kind}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int of hundreds of digits
+        raise ValueError(f"{name} is too large to be seconds") from None
 
 
 def _check_int(value: object, name: str, low: int, high: int | None = None) -> None:
@@ -54,6 +57,15 @@ def _check_int(value: object, name: str, low: int, high: int | None = None) -> N
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in {low}..{high}"
         raise ValueError(f"{name} must be {bound}, got {value}")
+
+
+def _check_str(value: object, name: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: it could never match a request's header
+        raise ValueError(f"{name} must be valid Unicode (it has a lone surrogate)") from None
 
 
 def _check_bool(value: object, name: str) -> None:
@@ -129,7 +141,8 @@ class Config:
             )
         object.__setattr__(self, "update_interval", interval)
         _check_int(self.max_clients, "max_clients", 1)
-        if not isinstance(self.host, str) or not self.host.strip():
+        _check_str(self.host, "host")
+        if not self.host.strip():
             raise ValueError(f"host must be a non-empty string, got {self.host!r}")
         _check_int(self.max_jobs, "max_jobs", 1)
         _check_int(self.max_alerts, "max_alerts", 1)
@@ -140,9 +153,13 @@ class Config:
         _check_int(self.slow_client_max_skips, "slow_client_max_skips", 1)
         if isinstance(self.allowed_origins, str):
             object.__setattr__(self, "allowed_origins", (self.allowed_origins,))
+        if not isinstance(self.allowed_origins, Iterable):
+            kind = type(self.allowed_origins).__name__
+            raise TypeError(f"allowed_origins must be a tuple of str, got {kind}")
         origins = tuple(self.allowed_origins)
         for origin in origins:
-            if not isinstance(origin, str) or not origin:
+            _check_str(origin, "allowed_origins entries")
+            if not origin:
                 raise ValueError(f"allowed_origins entries must be non-empty strings: {origin!r}")
         object.__setattr__(self, "allowed_origins", origins)
         if self.auth_token is not None and (
@@ -151,6 +168,10 @@ class Config:
             raise ValueError("auth_token must be a string of at least 8 characters")
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("tls_certfile and tls_keyfile must be given together")
+        for name in ("tls_certfile", "tls_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not isinstance(path, (str, os.PathLike)):
+                raise TypeError(f"{name} must be a path (str) or None, got {type(path).__name__}")
         _check_bool(self.use_global_registry, "use_global_registry")
         stall = _seconds(self.stall_after, "stall_after")
         if not math.isfinite(stall) or stall < 0:

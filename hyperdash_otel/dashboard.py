@@ -95,6 +95,8 @@ class Dashboard:
         otlp = OtlpSettings.from_env() if meter_provider is None else None
         if registry is None:
             registry = REGISTRY if self.config.use_global_registry else CollectorRegistry()
+        elif not isinstance(registry, CollectorRegistry):
+            raise TypeError(f"registry must be a CollectorRegistry, got {type(registry).__name__}")
         self.registry = registry
         self.telemetry = Telemetry(registry, meter_provider=meter_provider,
                                    metric_readers=metric_readers, otlp=otlp)
@@ -317,8 +319,8 @@ class Dashboard:
 
     def snapshot(self, now: datetime | None = None) -> dict[str, Any]:
         """The Metrics dict as of now (what the WebSocket sends)."""
+        now = v.moment(now, "now") or datetime.now(timezone.utc)
         self._sample_system()
-        now = now or datetime.now(timezone.utc)
         self._check_stalls(now)
         families = self.telemetry.collect()
         return build_snapshot(
@@ -342,12 +344,17 @@ class Dashboard:
         return out if limit is None else out[:limit]
 
     def job(self, job_id: str) -> dict[str, Any] | None:
+        """One job as ``/api/jobs/{id}`` shows it; None when no job has that id."""
+        if not isinstance(job_id, str):
+            raise TypeError(f"job_id must be a str, got {type(job_id).__name__}")
         now = datetime.now(timezone.utc)
         record = self._jobs.get(job_id, now)
         return None if record is None else record.to_json(now)
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The registry encoded for ``Accept`` (OpenMetrics when asked); (body, content type)."""
+        if accept is not None and not isinstance(accept, str):
+            raise TypeError(f"accept must be a str or None, got {type(accept).__name__}")
         self._sample_system()
         self._check_stalls(datetime.now(timezone.utc))
         encoder, content_type = choose_encoder(accept or "")

@@ -48,6 +48,7 @@ from .otel import (
     make_resource,
     otlp_reader,
 )
+from .validation import clean_text, has_surrogates
 
 __all__ = [
     "METRICS",
@@ -180,6 +181,82 @@ class _NameReservation:
 
     def collect(self) -> Iterable[Metric]:
         return ()
+
+
+def _family_text(fam: Metric) -> str | None:
+    """Every string of a family joined into one, to look for surrogates in a single pass
+    (a tick collects thousands of series); None when a part is not a ``str``."""
+    parts: list[str] = [fam.name, fam.documentation, fam.unit]
+    for s in fam.samples:
+        parts.append(s.name)
+        parts.extend(s.labels)
+        parts.extend(s.labels.values())
+        if s.exemplar is not None:
+            parts.extend(s.exemplar.labels)
+            parts.extend(s.exemplar.labels.values())
+    try:
+        return "".join(parts)
+    except TypeError:  # a hand-made collector's non-str label: look at each part
+        return None
+
+
+def _clean(value: Any) -> Any:
+    return clean_text(value) if isinstance(value, str) else value
+
+
+def _clean_labels(labels: dict[str, str]) -> dict[str, str]:
+    try:  # isascii() inline: this runs for every series of a family that needs cleaning
+        return {(k if k.isascii() else clean_text(k)): (val if val.isascii() else clean_text(val))
+                for k, val in labels.items()}
+    except AttributeError:  # a hand-made collector's non-str label
+        return {_clean(k): _clean(val) for k, val in labels.items()}
+
+
+def clean_families(families: Iterable[Metric], warned: set[str]) -> list[Metric]:
+    """The families with every lone surrogate replaced by U+FFFD (in place).
+
+    A user's instrument may carry any ``str``: a label value from ``os.fsdecode``, a
+    description, an ``OTEL_RESOURCE_ATTRIBUTES`` value, a meter's name. One lone surrogate
+    cannot be encoded as UTF-8, so it would fail every ``/metrics`` scrape and every tick
+    for as long as the series lives. Two series that become equal by the replacement would
+    be a duplicate sample, which Prometheus rejects: the first stays, the rest are left out
+    (logged once per family).
+    """
+    out = list(families)
+    for fam in out:
+        joined = _family_text(fam)
+        if joined is not None and not has_surrogates(joined):
+            continue
+        fam.name = _clean(fam.name)
+        fam.documentation = _clean(fam.documentation)
+        fam.unit = _clean(fam.unit)
+        samples = []
+        seen: set[tuple[str, frozenset[tuple[str, str]]]] = set()
+        for s in fam.samples:
+            name, labels = _clean(s.name), _clean_labels(s.labels)
+            try:
+                key = (name, frozenset(labels.items()))
+            except TypeError:  # an unhashable label value: nothing to compare it with
+                pass
+            else:
+                if key in seen:
+                    continue
+                seen.add(key)
+            exemplar = s.exemplar
+            if exemplar is not None:
+                exemplar = exemplar._replace(labels=_clean_labels(exemplar.labels))
+            samples.append(s._replace(name=name, labels=labels, exemplar=exemplar))
+        if joined is not None and "surrogates:" + fam.name not in warned:
+            warned.add("surrogates:" + fam.name)
+            log.warning(
+                "metric %r has lone surrogates (undecodable text) in its labels or help; "
+                "they are exported as U+FFFD%s", fam.name,
+                "" if len(samples) == len(fam.samples)
+                else f", and {len(fam.samples) - len(samples)} series that became "
+                     "duplicates by it are left out",
+            )
+        fam.samples = samples
+    return out
 
 
 def merge_families(families: Iterable[Metric], warned: set[str]) -> list[Metric]:
@@ -408,9 +485,11 @@ class Telemetry:
         return self.instruments[name]
 
     def collect(self) -> list[Metric]:
-        """One ``registry.collect()``, serialised, with same-named families merged."""
+        """One ``registry.collect()``, serialised, with same-named families merged and every
+        string made encodable (:func:`clean_families`)."""
         with self._collect_lock:
-            return merge_families(self.registry.collect(), self._warned)
+            return merge_families(clean_families(self.registry.collect(), self._warned),
+                                  self._warned)
 
     def shutdown(self) -> None:
         """Detach from the registry (and from a provider passed in); safe to call twice.

@@ -1,4 +1,19 @@
-"""Argument checks shared by the public calls. Each raises naming the argument."""
+"""Argument checks shared by the public calls. Each raises naming the argument.
+
+Two rules hold for every value that reaches the dashboard's state:
+
+* **Numbers** must fit what a counter or gauge holds: finite after conversion to ``float``
+  and at most :data:`MAX_NUMBER` (2**63) in size. Anything else raises ``ValueError``, never
+  ``OverflowError``; ``int``, ``float``, ``Fraction``, ``Decimal`` and numpy scalars are
+  all checked alike.
+* **Lone surrogates** (``"\\udcff"``, what ``os.fsdecode(b"vm-\\xff")`` or JSON's
+  ``"\\udcff"`` give) cannot be encoded as UTF-8, so one of them would fail every JSON
+  message, every ``/metrics`` scrape and every tick. Free text (job name, VM name,
+  provider, error, alert message) has them replaced by U+FFFD, so a job whose file name is
+  odd is still shown; a surrogate pair split into two code points is joined into the
+  character it encodes (:func:`clean_text`). Identifiers (a job id) are refused with
+  ``ValueError`` instead: replacing could merge two distinct ids into one job.
+"""
 
 from __future__ import annotations
 
@@ -6,38 +21,92 @@ import math
 import numbers
 import re
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_EXCEPT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+MAX_NUMBER = 2**63
+"""Largest magnitude a recorded number may have: beyond it an int64 counter overflows and a
+float gauge has long stopped counting in ones."""
+
+
+def has_surrogates(value: str) -> bool:
+    """True when ``value`` holds a surrogate code point (it cannot be encoded as UTF-8)."""
+    return not value.isascii() and _SURROGATE.search(value) is not None
+
+
+def clean_text(value: str) -> str:
+    """``value`` made encodable: surrogate pairs joined, lone surrogates as U+FFFD.
+
+    >>> clean_text("vm-\\udcff"), clean_text("\\ud83d\\ude00")
+    ('vm-\ufffd', '😀')
+
+    Returns ``value`` itself (no copy) when there is nothing to replace.
+    """
+    if not has_surrogates(value):
+        return value
+    if _SURROGATE_PAIR.search(value):
+        value = _SURROGATE_PAIR.sub(_join_pair, value)
+    # What is left is lone. (Decoding UTF-16 with errors="replace" does the same in one
+    # step, five times slower: a family of thousands of such series is cleaned each tick.)
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def _join_pair(match: re.Match[str]) -> str:
+    return match.group().encode("utf-16-le", "surrogatepass").decode("utf-16-le")
 
 
 def count(value: object, name: str) -> int:
-    """A non-negative integer (``bool`` is not one)."""
+    """A non-negative integer below :data:`MAX_NUMBER` (``bool`` is not one)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     result = int(value)
     if result < 0:
         raise ValueError(f"{name} must be >= 0, got {result}")
+    if result >= MAX_NUMBER:
+        raise ValueError(f"{name} must be below 2**63, got {_short(result)}")
     return result
 
 
 def real(value: object, name: str, *, low: float = 0.0, high: float | None = None) -> float:
-    """A finite real number in ``low..high``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    """A finite real number in ``low..high`` (``high`` at most :data:`MAX_NUMBER`)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, Decimal)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    result = float(value)
+    limit = float(MAX_NUMBER) if high is None else min(high, float(MAX_NUMBER))
+    if isinstance(value, numbers.Integral) and abs(int(value)) > MAX_NUMBER:
+        raise ValueError(f"{name} must be {_range(low, limit)}, got {_short(int(value))}")
+    try:
+        result = float(value)
+    except (ArithmeticError, ValueError):  # Fraction(10**400), Decimal("sNaN")
+        raise ValueError(f"{name} must be a finite number, got {_short(value)}") from None
     if not math.isfinite(result):
         raise ValueError(f"{name} must be finite, got {result}")
-    if result < low or (high is not None and result > high):
-        bound = f">= {low:g}" if high is None else f"in {low:g}..{high:g}"
-        raise ValueError(f"{name} must be {bound}, got {result:g}")
-    return result
+    if result < low or result > limit:
+        raise ValueError(f"{name} must be {_range(low, limit)}, got {result:g}")
+    return result + 0.0  # -0.0 is 0 (JSON would say "-0.0")
+
+
+def _range(low: float, high: float) -> str:
+    return f"in {low:g}..{'2**63' if high == MAX_NUMBER else format(high, 'g')}"
+
+
+def _short(value: object) -> str:
+    """A number for an error message: 10**400 has 401 digits nobody wants to read."""
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} characters)"
 
 
 def text(value: object, name: str, max_length: int, *, allow_empty: bool = True) -> str:
-    """A string of at most ``max_length`` characters, without NUL or terminal escapes."""
+    """A string of at most ``max_length`` characters, without NUL or terminal escapes.
+
+    Lone surrogates become U+FFFD (see the module's docstring).
+    """
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    value = clean_text(value)
     if not allow_empty and not value.strip():
         raise ValueError(f"{name} must not be empty")
     if len(value) > max_length:
@@ -48,7 +117,15 @@ def text(value: object, name: str, max_length: int, *, allow_empty: bool = True)
 
 
 def identifier(value: object, name: str, max_length: int) -> str:
-    """A non-empty id without any control character (tabs and newlines included)."""
+    """A non-empty id without any control character (tabs and newlines included) or
+    surrogate: two ids that differ only there would otherwise become one."""
+    if isinstance(value, str) and has_surrogates(value):
+        at = _SURROGATE.search(value)
+        assert at is not None
+        raise ValueError(
+            f"{name} must be valid Unicode; it has the surrogate {at.group()!r} at index "
+            f"{at.start()} (undecodable bytes? decode them with errors='replace')"
+        )
     result = text(value, name, max_length, allow_empty=False)
     if _CONTROL.search(result):
         raise ValueError(f"{name} must not contain control characters")
@@ -71,9 +148,12 @@ def moment(value: object, name: str) -> datetime | None:
         return None
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a datetime or None, got {type(value).__name__}")
-    if value.tzinfo is None:
-        value = value.astimezone()
-    return value.astimezone(timezone.utc)
+    try:
+        if value.tzinfo is None:
+            value = value.astimezone()
+        return value.astimezone(timezone.utc)
+    except (OverflowError, ValueError):  # datetime.max in UTC-5 is past year 9999 in UTC
+        raise ValueError(f"{name} is out of range in UTC: {value!r}") from None
 
 
 def seconds(value: object, name: str) -> float | None:
@@ -88,4 +168,6 @@ def seconds(value: object, name: str) -> float | None:
 def rfc3339(value: datetime) -> str:
     """``2026-11-25T18:30:00.123Z``: UTC, millisecond precision."""
     utc = value.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # Not strftime("%Y"): glibc writes year 1 as "1", not "0001".
+    return (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+            f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z")

@@ -1,8 +1,11 @@
 """Every bad argument raises naming it, and a rejected call changes nothing."""
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -126,3 +129,109 @@ def test_random_calls_never_corrupt_state(sequence):
             [j for j in snap["recent_jobs"] if j["provider"]])
     finally:
         dash.close()
+
+
+# -- numbers a counter or gauge cannot hold, and wrong types, raise ValueError/TypeError ----
+# These raised OverflowError or AttributeError (some after changing state) before.
+
+HUGE = 10**400
+FAR_EAST = timezone(timedelta(hours=5))
+FAR_WEST = timezone(timedelta(hours=-5))
+
+HOSTILE_CALLS = [
+    ("update_job_metrics", (5, 1, HUGE, 7, 9), ValueError, "failed"),
+    ("update_job_metrics", (HUGE, 1, 1, 7, 9), ValueError, "active"),
+    ("update_job_metrics", (2**63, 1, 1, 7, 9), ValueError, "active"),
+    ("update_system_metrics", (100, 50, HUGE), ValueError, "goroutines"),
+    ("update_system_metrics", (HUGE, 50, 1), ValueError, "memory_mb"),
+    ("update_system_metrics", (Fraction(HUGE), 50, 1), ValueError, "memory_mb"),
+    ("update_system_metrics", (1e308, 50, 1), ValueError, "memory_mb"),
+    ("update_system_metrics", (Decimal("sNaN"), 50, 1), ValueError, "memory_mb"),
+    ("update_http_metrics", (HUGE, 0, 1), ValueError, "requests"),
+    ("update_http_metrics", (1, 0, HUGE), ValueError, "avg_response_time"),
+    ("update_http_metrics", (1, 0, Fraction(HUGE)), ValueError, "avg_response_time"),
+    ("add_job", (JobInfo(id="a", progress=HUGE),), ValueError, "job.progress"),
+    ("add_job", (JobInfo(id="a", progress=Fraction(HUGE)),), ValueError, "job.progress"),
+    ("add_job", (JobInfo(id="a", duration=HUGE),), ValueError, "job.duration"),
+    ("add_job", (JobInfo(id="a", start_time=datetime.max.replace(tzinfo=FAR_WEST)),),
+     ValueError, "job.start_time"),
+    ("add_job", (JobInfo(id="a", end_time=datetime.min.replace(tzinfo=FAR_EAST)),),
+     ValueError, "job.end_time"),
+    ("add_job", (JobInfo(id="a", start_time=datetime.min),), ValueError, "job.start_time"),
+    ("jobs", (None, HUGE), ValueError, "limit"),
+    ("job", (None,), TypeError, "job_id"),
+    ("exposition", (5,), TypeError, "accept"),
+    ("snapshot", ("now",), TypeError, "now"),
+    ("snapshot", (5,), TypeError, "now"),
+]
+
+
+@pytest.mark.parametrize(("method", "args", "exc", "name"), HOSTILE_CALLS,
+                         ids=[f"{c[0]}-{c[3]}-{i}" for i, c in enumerate(HOSTILE_CALLS)])
+def test_hostile_call_raises_value_or_type_error_and_changes_nothing(
+    dash, method, args, exc, name
+):
+    dash.update_job_metrics(1, 5, 1, 2, 2)
+    dash.update_system_metrics(64, 12.5, 9)
+    dash.add_job(JobInfo(id="keep", status="running", start_time=NOW, provider="aws"))
+    before = state(dash)
+    with pytest.raises(exc, match=name):
+        getattr(dash, method)(*args)
+    assert state(dash) == before
+
+
+def test_a_rejected_system_call_leaves_sampling_on(make_dashboard):
+    dash = make_dashboard(collect_system_metrics=True)
+    with pytest.raises(ValueError, match="goroutines"):
+        dash.update_system_metrics(1, 50, HUGE)
+    snap = dash.snapshot()
+    assert snap["memory_usage"] > 1 and snap["goroutines"] >= 1  # psutil's, not the call's
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((Decimal("512.5"), Fraction(25, 2), 8), (512, 12.5, 8)),
+        ((np.float32(256), np.float64(3.25), np.int64(4)), (256, 3.25, 4)),
+        ((2.0**43, 0, 2**63 - 1), (2**43, 0.0, 2**63)),
+    ],
+    ids=["decimal-fraction", "numpy", "largest"],
+)
+def test_numbers_of_other_types_are_accepted(dash, args, expected):
+    dash.update_system_metrics(*args)
+    snap = dash.snapshot(now=NOW)
+    assert (snap["memory_usage"], snap["cpu_usage"], snap["goroutines"]) == expected
+
+
+def test_a_job_from_year_one_to_9999_is_shown(dash):
+    start = datetime.min.replace(tzinfo=timezone.utc)
+    end = datetime.max.replace(tzinfo=timezone.utc)
+    dash.add_job(JobInfo(id="a", status="completed", start_time=start, end_time=end))
+    job = dash.job("a")
+    assert job["start_time"] == "0001-01-01T00:00:00.000Z"
+    assert job["end_time"] == "9999-12-31T23:59:59.999Z"
+
+
+BAD_CONFIGS = [
+    ({"update_interval": HUGE}, ValueError, "update_interval"),
+    ({"host": None}, TypeError, "host"),
+    ({"host": 5}, TypeError, "host"),
+    ({"host": "local\udcff"}, ValueError, "host"),
+    ({"allowed_origins": 5}, TypeError, "allowed_origins"),
+    ({"allowed_origins": None}, TypeError, "allowed_origins"),
+    ({"allowed_origins": ("https://a.test", 5)}, TypeError, "allowed_origins"),
+    ({"allowed_origins": ("https://\udcff.test",)}, ValueError, "allowed_origins"),
+    ({"tls_certfile": 5, "tls_keyfile": 5}, TypeError, "tls_certfile"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "name"), BAD_CONFIGS,
+                         ids=[f"{c[2]}-{i}" for i, c in enumerate(BAD_CONFIGS)])
+def test_bad_config_raises_naming_the_field(kwargs, exc, name):
+    with pytest.raises(exc, match=name):
+        Config(**kwargs)
+
+
+def test_a_wrong_registry_is_a_type_error():
+    with pytest.raises(TypeError, match="registry"):
+        Dashboard(Config(collect_system_metrics=False), registry=5)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..validation import clean_text
 from .pool import Pool
 
 if TYPE_CHECKING:
@@ -50,10 +51,17 @@ CLOSE_TOO_SLOW = 1008
 
 
 def encode_snapshot(snapshot: dict[str, Any]) -> bytes:
-    """The wire form of a snapshot: compact UTF-8 JSON; NaN or infinity is an error."""
-    return json.dumps(
-        snapshot, separators=(",", ":"), allow_nan=False, ensure_ascii=False
-    ).encode("utf-8")
+    """The wire form of a snapshot: compact UTF-8 JSON; NaN or infinity is an error.
+
+    A lone surrogate that got past validation (validation replaces them; a hand-built dict
+    may not) is sent as U+FFFD instead of failing the tick.
+    """
+    text = json.dumps(snapshot, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Surrogates can only sit inside JSON strings, so replacing them keeps the JSON valid.
+        return clean_text(text).encode("utf-8")
 
 
 def text_frame(payload: bytes) -> bytes:
