@@ -6,6 +6,7 @@ import pytest
 
 from hyperdash_otel.server.security import (
     CONTENT_SECURITY_POLICY,
+    HostPolicy,
     OriginPolicy,
     presented_token,
     redact_token,
@@ -53,7 +54,8 @@ ALLOWED = ("https://ops.example.com", "https://*.corp.example", "http://localhos
     ],
 )
 def test_origin_policy(origin: str | None, host: str | None, scheme: str, expected: bool) -> None:
-    assert OriginPolicy(ALLOWED).allows(origin, host=host, scheme=scheme) is expected
+    hosts = HostPolicy(["dash.example.com"])
+    assert OriginPolicy(ALLOWED, hosts=hosts).allows(origin, host=host, scheme=scheme) is expected
 
 
 def test_origin_policy_rejects_entries_that_are_not_origins() -> None:
