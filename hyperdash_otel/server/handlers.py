@@ -269,9 +269,13 @@ class StaticHandler(_Common, StaticFileHandler):
         StaticFileHandler.initialize(self, path)
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
-        if Path(absolute_path).is_dir():
-            raise ApiError(404, "not found")
-        return super().validate_absolute_path(root, absolute_path)
+        try:
+            if Path(absolute_path).is_dir():
+                raise ApiError(404, "not found")
+            return super().validate_absolute_path(root, absolute_path)
+        except (ValueError, OSError):
+            # A NUL byte, a name too long for the file system: no such file, not a 500.
+            raise ApiError(404, "not found") from None
 
     async def get(self, path: str, include_body: bool = True) -> None:
         await super().get(path, include_body)
