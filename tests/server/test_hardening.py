@@ -297,6 +297,12 @@ class TestJsonErrors:
         assert request(s.port, "/static/js/main.js", headers={"Range": "bytes=0-9"}
                        ).status == 206
 
+    @pytest.mark.parametrize("path", ["/static/%00", "/static/js/%00.js", "/static/" + "a" * 300])
+    def test_a_path_no_file_system_takes_is_a_404(self, serve: Callable[..., Any], path: str
+                                                 ) -> None:
+        # Found by the fuzz: os.path.realpath raised ValueError (NUL) and the handler a 500.
+        assert_json_error(request(serve().port, path), 404, "not found")
+
     def test_no_hsts_over_plain_http(self, serve: Callable[..., Any]) -> None:
         assert serve().request("/").headers["Strict-Transport-Security"] is None
 
