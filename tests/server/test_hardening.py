@@ -14,7 +14,9 @@ import shutil
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from websockets.exceptions import InvalidStatus
 from hyperdash_otel import Config
 from hyperdash_otel.cli import main
 from hyperdash_otel.server import logs
+from hyperdash_otel.server.handlers import MAX_PASSWORD_CHECKS
 from hyperdash_otel.server.security import HSTS, hash_password
 
 from conftest import wait_until
@@ -389,6 +392,29 @@ class TestBasicAuth:
         for _ in range(2):
             assert s.request("/api/metrics", headers=basic("alice", "nope")).status == 401
         assert checks == ["alice"] * 3  # the first right one, then each wrong one
+
+    def test_password_checks_at_once_are_bounded(self, serve: Callable[..., Any]) -> None:
+        s = serve(basic_auth=(ALICE,))
+        release = threading.Event()
+        started: list[str] = []
+
+        def slow(user: str, password: str) -> bool:
+            started.append(user)
+            release.wait(10)
+            return False
+
+        s.ctx.basic.check = slow  # type: ignore[method-assign]
+        with ThreadPoolExecutor(MAX_PASSWORD_CHECKS) as pool:
+            pending = [pool.submit(request, s.port, "/api/jobs", headers=basic("alice", "x"))
+                       for _ in range(MAX_PASSWORD_CHECKS)]
+            wait_until(lambda: len(started) == MAX_PASSWORD_CHECKS, what="checks running")
+            extra = request(s.port, "/api/jobs", headers=basic("alice", "y"))
+            assert_json_error(extra, 429, "too many password checks")
+            assert extra.header("Retry-After") == "1"
+            assert request(s.port, "/healthz").status == 200  # the loop is not blocked
+            release.set()
+            assert [f.result(10).status for f in pending] == [401] * MAX_PASSWORD_CHECKS
+        assert s.ctx.basic.running == 0
 
     def test_hash_password_round_trip(self) -> None:
         from hyperdash_otel.server.security import PasswordHash, parse_basic_entry

@@ -210,3 +210,9 @@ def test_escape_controls() -> None:
     from hyperdash_otel.server.logs import escape_controls
     assert escape_controls("a\nb\r\x00\x1b[31m\x85\u2028é") == (
         "a\\x0ab\\x0d\\x00\\x1b[31m\\x85\\u2028é")
+
+
+def test_a_wildcard_bind_answers_the_machine_s_name() -> None:
+    import socket
+    assert HostPolicy(bind="0.0.0.0").allows(f"{socket.gethostname()}:8080")
+    assert not HostPolicy(bind="127.0.0.1").allows("dashboard-host-that-is-not-us.test")
