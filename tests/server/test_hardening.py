@@ -156,6 +156,15 @@ class TestHostAllowlist:
         assert request(port, "/healthz", host="evil.test").status == 421
 
 
+@pytest.mark.parametrize("method", ["GET", "OPTIONS"])
+def test_no_cors_for_other_pages(serve: Callable[..., Any], method: str) -> None:
+    s = serve()
+    for path in EVERY_PATH:
+        resp = request(s.port, path, method=method, headers={
+            "Origin": "http://evil.test", "Access-Control-Request-Method": "GET"})
+        assert not [h for h in resp.headers if h.startswith("access-control-")], path
+
+
 # -- secrets and forged lines never reach the log ----------------------------------------------
 
 
