@@ -187,7 +187,8 @@ class _Common(RequestHandler):
             raise ApiError(401, f"missing or wrong {what}")
 
     def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
-        """Tornado's, minus the raw URI: 4xx at INFO (rate-limited), others at ERROR."""
+        """Tornado's, minus the raw URI: an HTTP error's detail at DEBUG (its access line
+        has the status), an uncaught exception at ERROR with its traceback, rate-limited."""
         _log_exception(self, typ, value, tb)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:

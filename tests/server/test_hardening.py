@@ -30,7 +30,7 @@ from hyperdash_otel.server import logs
 from hyperdash_otel.server.handlers import MAX_PASSWORD_CHECKS
 from hyperdash_otel.server.security import HSTS, hash_password
 
-from conftest import wait_until
+from conftest import MANUAL, wait_until
 
 TOKEN = "correct-horse-battery"
 METRICS_TOKEN = "scrape-only-token-42"
@@ -534,7 +534,7 @@ class TestLogLevels:
     def test_normal_refusals_are_info_once_per_interval(
         self, serve: Callable[..., Any], logged: pytest.LogCaptureFixture
     ) -> None:
-        s = serve(auth_token=TOKEN)
+        s = serve(auth_token=TOKEN, update_interval=MANUAL)  # no tick to overrun under load
         self.refusals(s)
         access = access_lines(logged, 4)
         assert {r.levelno for r in access} == {logging.INFO}
@@ -544,7 +544,7 @@ class TestLogLevels:
 
     def test_max_clients_is_info_not_error(self, serve: Callable[..., Any],
                                            logged: pytest.LogCaptureFixture) -> None:
-        s = serve(max_clients=1)
+        s = serve(max_clients=1, update_interval=MANUAL)
         s.ws().recv(timeout=5)
         for _ in range(10):
             assert request(s.port, "/ws", headers=upgrade_headers()).status == 503
