@@ -181,10 +181,15 @@ class _Common(RequestHandler):
     async def prepare(self) -> None:
         if not await self.authorized():
             self.refused_credentials()
-            what = "token (Authorization: Bearer <token>)"
-            if self.ctx.basic:
-                what = "token or user and password (Authorization: Bearer or Basic)"
-            raise ApiError(401, f"missing or wrong {what}")
+            raise ApiError(401, f"missing or wrong {self._wanted()}")
+
+    def _wanted(self) -> str:
+        """The credentials this endpoint accepts, as the 401 names them."""
+        if not self.ctx.basic:
+            return "token (Authorization: Bearer <token>)"
+        if not self._tokens():
+            return "user and password (Authorization: Basic)"
+        return "token or user and password (Authorization: Bearer or Basic)"
 
     def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
         """Tornado's, minus the raw URI: an HTTP error's detail at DEBUG (its access line
@@ -200,7 +205,9 @@ class _Common(RequestHandler):
             except ValueError:
                 message = "error"
         if status_code == 401:
-            self.set_header("WWW-Authenticate", f"Bearer {REALM}")
+            # One challenge per scheme this endpoint accepts; Basic makes a browser ask.
+            if self._tokens() or not self.ctx.basic:
+                self.add_header("WWW-Authenticate", f"Bearer {REALM}")
             if self.ctx.basic:
                 self.add_header("WWW-Authenticate", f'Basic {REALM}, charset="UTF-8"')
         elif status_code == 405:

@@ -27,6 +27,6 @@ def test_a_wrong_password_gets_no_page(start_dashboard, new_page):
     response = page.goto(f"http://127.0.0.1:{dash.port}/")
     assert response.status == 401
     assert response.json() == {
-        "error": "missing or wrong token or user and password (Authorization: Bearer or Basic)",
+        "error": "missing or wrong user and password (Authorization: Basic)",
         "status": 401,
     }

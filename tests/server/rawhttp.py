@@ -4,8 +4,47 @@ from __future__ import annotations
 
 import json
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+MANUAL = 3600.0
+"""An update_interval that ticks once at start, then only when a test says."""
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``.
+
+    (conftest.py's, here so test modules can import it: ``conftest`` as a module name is
+    ambiguous when tests/browser is collected in the same run.)
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.005)
+
+
+def upgrade(port: int, headers: dict[str, str] | None = None, *, timeout: float = 10.0
+            ) -> tuple[socket.socket, bytes]:
+    """A WebSocket handshake by hand; returns the open socket and the response head."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    lines = ["GET /ws HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+             "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+             "Sec-WebSocket-Version: 13"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        head += chunk
+    return sock, head
 
 
 @dataclass

@@ -20,9 +20,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rawhttp import RawResponse, exchange, request
+from rawhttp import RawResponse, exchange, request, upgrade, wait_until
 
-from conftest import raw_upgrade, wait_until
 from hyperdash_otel import Config, Dashboard, JobInfo
 from hyperdash_otel.server.security import hash_password
 
@@ -270,7 +269,7 @@ FRAMES = st.builds(
 @fuzz(80)
 @given(frames=st.lists(FRAMES, min_size=1, max_size=4), junk=st.binary(max_size=16))
 def test_websocket_frames(target: Target, frames: list[bytes], junk: bytes) -> None:
-    sock, head = raw_upgrade(target.port, headers={"Authorization": f"Bearer {TOKEN}"})
+    sock, head = upgrade(target.port, {"Authorization": f"Bearer {TOKEN}"})
     try:
         assert head.startswith(b"HTTP/1.1 101"), head
         try:
@@ -297,7 +296,7 @@ def test_frames_left_the_server_healthy(target: Target) -> None:
 
 
 def test_a_valid_client_still_streams(target: Target) -> None:
-    sock, head = raw_upgrade(target.port, headers={"Authorization": f"Bearer {TOKEN}"})
+    sock, head = upgrade(target.port, {"Authorization": f"Bearer {TOKEN}"})
     try:
         assert head.startswith(b"HTTP/1.1 101")
         first = sock.recv(2)

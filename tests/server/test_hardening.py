@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rawhttp import RawResponse, request
+from rawhttp import MANUAL, RawResponse, exchange, request, wait_until
 from websockets.exceptions import InvalidStatus
 
 from hyperdash_otel import Config
@@ -30,7 +30,6 @@ from hyperdash_otel.server import logs
 from hyperdash_otel.server.handlers import MAX_PASSWORD_CHECKS
 from hyperdash_otel.server.security import HSTS, hash_password
 
-from conftest import MANUAL, wait_until
 
 TOKEN = "correct-horse-battery"
 METRICS_TOKEN = "scrape-only-token-42"
@@ -297,7 +296,6 @@ class TestJsonErrors:
         s = serve()
         head = "GET /ws HTTP/1.0\r\n" + "".join(
             f"{k}: {v}\r\n" for k, v in upgrade_headers().items()) + "\r\n"
-        from rawhttp import exchange
         assert_json_error(exchange(s.port, head.encode()), 400, "Host")
 
     def test_an_unsatisfiable_range(self, serve: Callable[..., Any]) -> None:
@@ -367,17 +365,30 @@ class TestBasicAuth:
         {}, basic("alice", "wrong"), basic("bob", PASSWORD), basic("alice", PASSWORD + " "),
         {"Authorization": "Basic !!!"}, {"Authorization": f"Bearer {PASSWORD}"},
     ])
-    def test_anything_else_is_401_offering_both_schemes(
+    def test_anything_else_is_401_offering_basic(
         self, serve: Callable[..., Any], headers: dict[str, str]
     ) -> None:
         s = serve(basic_auth=(ALICE,))
         resp = request(s.port, "/api/metrics", headers=headers)
-        assert_json_error(resp, 401, "user and password")
-        assert resp.headers["www-authenticate"] == [
-            'Bearer realm="hyperdash"', 'Basic realm="hyperdash", charset="UTF-8"']
+        assert_json_error(resp, 401, "missing or wrong user and password (Authorization: Basic)")
+        assert resp.headers["www-authenticate"] == ['Basic realm="hyperdash", charset="UTF-8"']
         with pytest.raises(InvalidStatus) as err:
             s.ws(additional_headers=headers)
         assert err.value.response.status_code == 401
+
+    @pytest.mark.parametrize(("config", "challenges", "wanted"), [
+        ({"auth_token": TOKEN}, ['Bearer realm="hyperdash"'], "token (Authorization: Bearer"),
+        ({"auth_token": TOKEN, "basic_auth": (ALICE,)},
+         ['Bearer realm="hyperdash"', 'Basic realm="hyperdash", charset="UTF-8"'],
+         "token or user and password (Authorization: Bearer or Basic)"),
+    ])
+    def test_the_401_offers_each_scheme_it_accepts(
+        self, serve: Callable[..., Any], config: dict[str, Any], challenges: list[str],
+        wanted: str
+    ) -> None:
+        resp = request(serve(**config).port, "/api/metrics")
+        assert_json_error(resp, 401, wanted)
+        assert resp.headers["www-authenticate"] == challenges
 
     def test_beside_the_token(self, serve: Callable[..., Any]) -> None:
         s = serve(basic_auth=(ALICE,), auth_token=TOKEN)
