@@ -139,6 +139,17 @@ class TestHostAllowlist:
                         headers=upgrade_headers(f"http://evil.test:{s.port}"))
         assert_json_error(other, 403, "origin not allowed")
 
+    def test_behind_a_tls_proxy_as_the_readme_says(self, serve: Callable[..., Any]) -> None:
+        # The proxy passes Host on; the page's origin is https while the server speaks http.
+        headers = upgrade_headers("https://dash.example.com")
+        plain = serve(allowed_hosts=("dash.example.com",))
+        assert request(plain.port, "/", host="dash.example.com").status == 200
+        assert_json_error(request(plain.port, "/ws", host="dash.example.com", headers=headers),
+                          403, "origin not allowed")
+        s = serve(allowed_hosts=("dash.example.com",),
+                  allowed_origins=("https://dash.example.com",))
+        assert request(s.port, "/ws", host="dash.example.com", headers=headers).status == 101
+
     def test_config_names_the_field(self) -> None:
         for bad in ("http://dash.example.com", "dash.example.com:8080", "a/b", "", "a..b"):
             with pytest.raises(ValueError, match="allowed_hosts"):
