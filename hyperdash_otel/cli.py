@@ -1,4 +1,4 @@
-"""The ``hyperdash`` command: ``demo``, ``serve`` and ``watch``.
+"""The ``hyperdash`` command: ``demo``, ``serve``, ``watch`` and ``hash-password``.
 
 Settings come from ``HYPERDASH_*`` environment variables (:meth:`Config.from_env`) with the
 command-line flags winning. A bad argument or variable is one line on stderr and exit code 2;
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ from typing import Any, NoReturn, TextIO
 from . import __version__
 from .config import MIN_UPDATE_INTERVAL, Config
 from .dashboard import Dashboard
+from .server.security import hash_password
 from .demo import (
     DEFAULT_HANG_EVERY,
     DEFAULT_RATE,
@@ -156,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds a running job's progress may stand still before it is "
                              "marked stalled, 0 for never (default: $HYPERDASH_STALL_AFTER "
                              "or 300)")
+    server.add_argument("--allowed-host", action="append", metavar="NAME",
+                        help="a Host name to answer besides loopback and the bound host "
+                             "(repeatable; '.example.com' for a domain, '*' for any; "
+                             "default: $HYPERDASH_ALLOWED_HOSTS)")
 
     parser = _Parser(
         prog=PROG,
@@ -203,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a dashboard with no workload. Prints the URL on stdout, runs until "
                     "Ctrl-C or SIGTERM.",
     )
+
+    hp = commands.add_parser(
+        "hash-password", parents=[common],
+        help="print a basic_auth entry (user and salted scrypt hash) for a password",
+        description="Read a password (prompted twice on a terminal, else the first line of "
+                    "stdin) and print 'USER:scrypt:N:r:p:salt:key', an entry for "
+                    "HYPERDASH_BASIC_AUTH (comma-separated) or Config(basic_auth=...).",
+    )
+    hp.add_argument("user", metavar="USER", help="the user name (no ':')")
 
     w = commands.add_parser(
         "watch", parents=[common],
@@ -265,6 +280,8 @@ def _config(args: argparse.Namespace, command: str, err: TextIO) -> Config | Non
     overrides.update(_limit_overrides(args))
     if args.stall_after is not None:
         overrides["stall_after"] = args.stall_after
+    if args.allowed_host:
+        overrides["allowed_hosts"] = tuple(args.allowed_host)
     try:
         config = Config.from_env(**overrides)
         # The OTEL_* variables that send metrics to a Collector, checked before serving.
@@ -376,6 +393,26 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return _listen_error("serve", config, exc, err)
 
 
+def _cmd_hash_password(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    user = args.user
+    if not user or ":" in user or not user.isprintable():
+        err.write(f"{PROG} hash-password: error: USER must be non-empty, printable, "
+                  "without ':'\n")
+        return 2
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            err.write(f"{PROG} hash-password: error: the passwords differ\n")
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        err.write(f"{PROG} hash-password: error: the password is empty\n")
+        return 2
+    out.write(f"{user}:{hash_password(password)}\n")
+    return 0
+
+
 def _cmd_watch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     color = not args.no_color and not args.json and "NO_COLOR" not in os.environ
     options = WatchOptions(
@@ -418,6 +455,7 @@ def _quiet_broken_pipe() -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = {
     "demo": _cmd_demo,
+    "hash-password": _cmd_hash_password,
     "serve": _cmd_serve,
     "watch": _cmd_watch,
 }

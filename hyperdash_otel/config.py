@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from .server.security import check_host_entry, parse_basic_entry
+
 __all__ = ["Config", "default_config"]
 
 DEFAULT_PORT = 8080
@@ -73,6 +75,28 @@ def _check_bool(value: object, name: str) -> None:
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
+def _check_token(value: object, name: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or len(value) < 8:
+        raise ValueError(f"{name} must be a string of at least 8 characters")
+    # It travels in an HTTP header and a URL, and the log filter redacts it in those
+    # spellings: printable ASCII keeps all three exact.
+    if not all("!" <= c <= "~" for c in value):
+        raise ValueError(f"{name} must be printable ASCII without spaces")
+
+
+def _strings(value: object, name: str) -> tuple[str, ...]:
+    """A tuple of non-empty strings; one string is a one-entry tuple."""
+    items = (value,) if isinstance(value, str) else value
+    if not isinstance(items, (tuple, list)):
+        raise TypeError(f"{name} must be a tuple of strings, got {type(value).__name__}")
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"{name} entries must be non-empty strings: {item!r}")
+    return tuple(items)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """Dashboard settings; the first four are the original's, with its defaults.
@@ -101,8 +125,19 @@ class Config:
     allowed_origins: tuple[str, ...] = ()
     """Extra WebSocket origins (``https://ops.example.com`` or ``https://*.example.com``)."""
     auth_token: str | None = None
-    """When set, every endpoint but ``/healthz`` requires ``Authorization: Bearer <token>``
-    (or ``?token=`` for the browser's WebSocket)."""
+    """When set, every endpoint but ``/healthz`` and ``/static`` requires
+    ``Authorization: Bearer <token>`` (or ``?token=`` for the browser's WebSocket)."""
+    basic_auth: tuple[str, ...] = ()
+    """Users who may log in with a password (HTTP basic auth, for people in browsers), as
+    ``user:scrypt:N:r:p:salt:key`` entries from ``hyperdash hash-password USER``. Beside
+    ``auth_token``: either credential opens every endpoint but ``/healthz`` and ``/static``."""
+    metrics_token: str | None = None
+    """A token that opens ``/metrics`` only (and is required there when set), so a
+    Prometheus scraper needs no user's credential."""
+    allowed_hosts: tuple[str, ...] = ()
+    """``Host`` names answered besides the loopback names and the bound host (and what it
+    resolves to): ``dash.example.com``, ``.example.com`` for a domain and its subdomains,
+    ``*`` for any. Any other ``Host`` gets 421: the defence against DNS rebinding."""
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     use_global_registry: bool = False
@@ -162,10 +197,16 @@ class Config:
             if not origin:
                 raise ValueError(f"allowed_origins entries must be non-empty strings: {origin!r}")
         object.__setattr__(self, "allowed_origins", origins)
-        if self.auth_token is not None and (
-            not isinstance(self.auth_token, str) or len(self.auth_token) < 8
-        ):
-            raise ValueError("auth_token must be a string of at least 8 characters")
+        _check_token(self.auth_token, "auth_token")
+        _check_token(self.metrics_token, "metrics_token")
+        object.__setattr__(self, "basic_auth", _strings(self.basic_auth, "basic_auth"))
+        for entry in self.basic_auth:
+            parse_basic_entry(entry)
+        users = [entry.partition(":")[0] for entry in self.basic_auth]
+        if len(set(users)) != len(users):
+            raise ValueError("basic_auth: a user is listed twice")
+        hosts = _strings(self.allowed_hosts, "allowed_hosts")
+        object.__setattr__(self, "allowed_hosts", tuple(check_host_entry(h) for h in hosts))
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("tls_certfile and tls_keyfile must be given together")
         for name in ("tls_certfile", "tls_keyfile"):
@@ -191,9 +232,14 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-            if not math.isfinite(value) or value < 0:
+            try:
+                rate = float(value)
+            except OverflowError:  # an int of hundreds of digits
+                raise ValueError(f"{name} is too large, got an int of {len(str(value))} "
+                                 "digits") from None
+            if not math.isfinite(rate) or rate < 0:
                 raise ValueError(f"{name} must be >= 0 (0: no limit), got {value!r}")
-            object.__setattr__(self, name, float(value))
+            object.__setattr__(self, name, rate)
         _check_int(self.rate_limit_burst, "rate_limit_burst", 1)
         _check_int(self.auth_failure_burst, "auth_failure_burst", 1)
         _check_int(self.rate_limit_max_addresses, "rate_limit_max_addresses", 1)
@@ -277,9 +323,9 @@ def _parse_env(name: str, raw: str) -> Any:
             return float(raw)
         except ValueError:
             raise ValueError(f"expected a number, got {raw!r}") from None
-    if name == "allowed_origins":
+    if name in {"allowed_origins", "allowed_hosts", "basic_auth"}:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
-    if name in {"auth_token", "tls_certfile", "tls_keyfile"}:
+    if name in {"auth_token", "metrics_token", "tls_certfile", "tls_keyfile"}:
         return raw or None
     return raw
 

@@ -8,13 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import tornado.web
+from tornado.httputil import HTTPServerRequest
 
+from . import logs
 from .handlers import (
     MAX_INCOMING_MESSAGE,
     HealthHandler,
     JobHandler,
     JobsHandler,
     MetricsApiHandler,
+    MisdirectedHandler,
     NotFoundHandler,
     PageHandler,
     PrometheusHandler,
@@ -22,11 +25,12 @@ from .handlers import (
     StaticHandler,
     StreamHandler,
 )
-from .security import redact_token
+from .security import is_loopback_host
 
-__all__ = ["PING_INTERVAL", "PING_TIMEOUT", "Assets", "make_app", "routes"]
+__all__ = ["PING_INTERVAL", "PING_TIMEOUT", "Assets", "DashboardApp", "make_app", "routes",
+           "warn_if_exposed"]
 
-access_log = logging.getLogger("hyperdash_otel.access")
+log = logging.getLogger("hyperdash_otel.server")
 
 PING_INTERVAL = 20.0
 """Seconds between WebSocket pings; a peer that misses the pong for as long is closed."""
@@ -84,16 +88,41 @@ def routes(ctx: ServerContext, assets: Assets) -> list[tuple[str, type, dict[str
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
-    """Tornado's access log line, minus any ``?token=`` value."""
-    status = handler.get_status()
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    if access_log.isEnabledFor(level):
-        request = handler.request
-        access_log.log(
-            level, "%d %s %s (%s) %.2fms", status, request.method,
-            redact_token(request.uri or ""), request.remote_ip,
-            1000.0 * request.request_time(),
-        )
+    """The access log line (see :func:`.logs.log_request`: no token, one line, refusals at
+    INFO and rate-limited)."""
+    logs.log_request(handler)
+
+
+class DashboardApp(tornado.web.Application):
+    """Tornado's Application with the Host allowlist in front of the routing table.
+
+    The check runs when the request's headers arrive, before any handler: every path and
+    method, ``/ws`` before its upgrade, credentials or not.
+    """
+
+    def __init__(self, ctx: ServerContext, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ctx = ctx
+        self.logs = logs.ServerLogs()
+
+    def find_handler(self, request: HTTPServerRequest, **kwargs: Any
+                     ) -> tornado.web._HandlerDelegate:
+        if not self.ctx.origins.hosts.allows(request.headers.get("Host")):
+            return self.get_handler_delegate(request, MisdirectedHandler, {"ctx": self.ctx})
+        return super().find_handler(request, **kwargs)
+
+
+def warn_if_exposed(ctx: ServerContext, port: int) -> bool:
+    """A WARNING when the server listens beyond loopback with no credential required."""
+    config = ctx.dashboard.config
+    if config.auth_token is not None or ctx.basic or is_loopback_host(config.host):
+        return False
+    log.warning(
+        "hyperdash: listening on %s without authentication: anyone who can reach port %d "
+        "reads every metric, job and alert. Set auth_token (HYPERDASH_AUTH_TOKEN) or "
+        "basic_auth users, or bind 127.0.0.1.", config.host, port,
+    )
+    return True
 
 
 def make_app(
@@ -104,7 +133,8 @@ def make_app(
     ping_timeout: float = PING_TIMEOUT,
 ) -> tornado.web.Application:
     assets = assets or Assets.locate()
-    return tornado.web.Application(
+    return DashboardApp(
+        ctx,
         routes(ctx, assets),
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},

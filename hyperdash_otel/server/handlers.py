@@ -26,8 +26,17 @@ from tornado.websocket import WebSocketHandler
 
 from ..validation import rfc3339
 from .limits import RequestLimits
+from .logs import log_exception as _log_exception
 from .pool import Busy, Coalescing, Pool
-from .security import SECURITY_HEADERS, OriginPolicy, presented_token, token_matches
+from .security import (
+    HSTS,
+    SECURITY_HEADERS,
+    BasicAuth,
+    OriginPolicy,
+    basic_credentials,
+    presented_token,
+    token_matches,
+)
 from .stream import FanOut, Ticker
 
 if TYPE_CHECKING:
@@ -41,6 +50,7 @@ __all__ = [
     "JobHandler",
     "JobsHandler",
     "MetricsApiHandler",
+    "MisdirectedHandler",
     "NotFoundHandler",
     "PageHandler",
     "PrometheusHandler",
@@ -91,6 +101,8 @@ class ServerContext:
     """``/metrics`` encoding on its own thread, never the tick's (None: the tick's pool)."""
     http_connections: Callable[[], int] | None = None
     """HTTP connections held now (WebSockets excluded), for ``/healthz``."""
+    basic: BasicAuth = field(default_factory=lambda: BasicAuth({}))
+    """Users who may log in with a password (``Config.basic_auth``)."""
 
     def counter(self, name: str) -> Any:
         return self.dashboard.telemetry.instrument(name)
@@ -111,13 +123,21 @@ def error_body(status: int, message: str) -> bytes:
     return json.dumps({"error": message, "status": status}).encode("utf-8")
 
 
+MAX_PASSWORD_CHECKS = 2
+"""Password (scrypt) checks running at once, per server; more answer 429 at once, so a
+flood of guesses costs bounded CPU and never blocks the event loop (checks run in threads)."""
+REALM = 'realm="hyperdash"'
+
+
 class _Common(RequestHandler):
-    """Security headers, bearer-token auth and JSON errors, for every handler."""
+    """Security headers, authentication and JSON errors, for every handler."""
 
     SUPPORTED_METHODS: tuple[str, ...] = ("GET", "HEAD")
     requires_auth = True
     rate_limited = True
     """Counted against the per-address request rate (``Config.rate_limit``)."""
+    metrics_scope = False
+    """Whether ``Config.metrics_token`` opens this endpoint (``/metrics`` only)."""
     ctx: ServerContext
 
     def initialize(self, ctx: ServerContext) -> None:
@@ -127,18 +147,50 @@ class _Common(RequestHandler):
         self.clear_header("Server")  # no version banner for scanners
         for name, value in SECURITY_HEADERS:
             self.set_header(name, value)
+        if self.request.protocol == "https":
+            self.set_header("Strict-Transport-Security", HSTS)
 
-    def authorized(self) -> bool:
-        expected = self.ctx.dashboard.config.auth_token
-        if expected is None or not self.requires_auth:
+    def _tokens(self) -> list[str]:
+        config = self.ctx.dashboard.config
+        tokens = [] if config.auth_token is None else [config.auth_token]
+        if self.metrics_scope and config.metrics_token is not None:
+            tokens.append(config.metrics_token)
+        return tokens
+
+    async def authorized(self) -> bool:
+        """Whether the request carries a credential this endpoint accepts (or needs none):
+        the bearer token (header or ``?token=``), on ``/metrics`` the metrics token, or a
+        basic-auth user and password."""
+        tokens = self._tokens()
+        basic = self.ctx.basic
+        if not self.requires_auth or (not tokens and not basic):
             return True
-        offered = presented_token(
-            self.request.headers.get("Authorization"),
-            self.get_query_argument("token", None),
-        )
-        return token_matches(offered, expected)
+        header = self.request.headers.get("Authorization")
+        offered = presented_token(header, self.get_query_argument("token", None))
+        # Every token is compared (no short cut), so timing does not tell which one it was.
+        if sum(token_matches(offered, token) for token in tokens):
+            return True
+        credentials = basic_credentials(header) if basic else None
+        if credentials is None:
+            return False
+        if basic.cached(*credentials):
+            return True
+        return await self._check_password(basic, *credentials)
 
-    def prepare(self) -> None:
+    async def _check_password(self, basic: BasicAuth, user: str, password: str) -> bool:
+        if basic.running >= MAX_PASSWORD_CHECKS:
+            raise ApiError(429, "too many password checks at once; retry shortly",
+                           headers={"Retry-After": "1"})
+        basic.running += 1  # only ever touched on the loop
+        try:
+            return await IOLoop.current().run_in_executor(None, basic.check, user, password)
+        finally:
+            basic.running -= 1
+
+    def refused_credentials(self) -> None:
+        """Called before a 401; the stream counts it."""
+
+    async def prepare(self) -> None:
         limits = self.ctx.limits
         if limits is not None and self.rate_limited:
             refusal = limits.check(self.request.remote_ip or "")
@@ -146,10 +198,24 @@ class _Common(RequestHandler):
                 raise ApiError(429, f"{refusal.reason}; retry after "
                                f"{refusal.retry_after_header} s",
                                headers={"Retry-After": refusal.retry_after_header})
-        if not self.authorized():
+        if not await self.authorized():
             if limits is not None:
                 limits.failed_auth(self.request.remote_ip or "")
-            raise ApiError(401, "missing or wrong token (Authorization: Bearer <token>)")
+            self.refused_credentials()
+            raise ApiError(401, f"missing or wrong {self._wanted()}")
+
+    def _wanted(self) -> str:
+        """The credentials this endpoint accepts, as the 401 names them."""
+        if not self.ctx.basic:
+            return "token (Authorization: Bearer <token>)"
+        if not self._tokens():
+            return "user and password (Authorization: Basic)"
+        return "token or user and password (Authorization: Bearer or Basic)"
+
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        """Tornado's, minus the raw URI: an HTTP error's detail at DEBUG (its access line
+        has the status), an uncaught exception at ERROR with its traceback, rate-limited."""
+        _log_exception(self, typ, value, tb)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -160,7 +226,11 @@ class _Common(RequestHandler):
             except ValueError:
                 message = "error"
         if status_code == 401:
-            self.set_header("WWW-Authenticate", 'Bearer realm="hyperdash"')
+            # One challenge per scheme this endpoint accepts; Basic makes a browser ask.
+            if self._tokens() or not self.ctx.basic:
+                self.add_header("WWW-Authenticate", f"Bearer {REALM}")
+            if self.ctx.basic:
+                self.add_header("WWW-Authenticate", f'Basic {REALM}, charset="UTF-8"')
         elif status_code == 405:
             self.set_header("Allow", ", ".join(self.SUPPORTED_METHODS))
         for name, value in getattr(exc, "headers", {}).items():
@@ -180,9 +250,23 @@ class NotFoundHandler(_Common):
 
     SUPPORTED_METHODS = RequestHandler.SUPPORTED_METHODS
 
-    def prepare(self) -> None:
-        super().prepare()
+    async def prepare(self) -> None:
+        await super().prepare()
         raise ApiError(404, f"no such endpoint: {self.request.path}")
+
+
+class MisdirectedHandler(_Common):
+    """Any request whose ``Host`` is not in the allowlist, whatever its path and method:
+    the answer to DNS rebinding. Refused before anything else, credentials included."""
+
+    SUPPORTED_METHODS = RequestHandler.SUPPORTED_METHODS
+
+    async def prepare(self) -> None:
+        host = self.request.headers.get("Host", "")
+        raise ApiError(
+            421, f"host not allowed: {host!r}; a name this server answers to must be in "
+            "allowed_hosts (HYPERDASH_ALLOWED_HOSTS)",
+        )
 
 
 class PageHandler(_Common):
@@ -215,9 +299,22 @@ class StaticHandler(_Common, StaticFileHandler):
         StaticFileHandler.initialize(self, path)
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
-        if Path(absolute_path).is_dir():
-            raise ApiError(404, "not found")
-        return super().validate_absolute_path(root, absolute_path)
+        try:
+            if Path(absolute_path).is_dir():
+                raise ApiError(404, "not found")
+            return super().validate_absolute_path(root, absolute_path)
+        except (ValueError, OSError):
+            # A NUL byte, a name too long for the file system: no such file, not a 500.
+            raise ApiError(404, "not found") from None
+
+    async def get(self, path: str, include_body: bool = True) -> None:
+        await super().get(path, include_body)
+        if self.get_status() == 416 and not self._finished:
+            # Tornado sets 416 and returns an empty text/plain body; the Content-Range it
+            # set (bytes */size) stays, the body becomes our JSON error.
+            self.set_header("Content-Type", JSON_TYPE)
+            self.finish(error_body(416, "range not satisfiable: "
+                                   f"the file has {self.get_content_size()} bytes"))
 
 
 class MetricsApiHandler(_Common):
@@ -271,6 +368,8 @@ class PrometheusHandler(_Common):
     Encoded on a thread of its own, never the tick's; concurrent scrapes asking for the same
     format share one encoding made after they arrived (see :class:`Coalescing`).
     """
+
+    metrics_scope = True
 
     async def get(self) -> None:
         accept = self.request.headers.get("Accept", "")
@@ -415,10 +514,8 @@ class StreamHandler(_Common, WebSocketHandler):
         self._reserved = False
         self._out: IOStream | None = None
 
-    def prepare(self) -> None:
-        if not self.authorized():
-            self._reject("unauthorized")
-        super().prepare()
+    def refused_credentials(self) -> None:
+        self._reject("unauthorized")
 
     def _reject(self, reason: str) -> None:
         self.ctx.counter("hyperdash.websocket.rejected").add(1, {"reason": reason})
@@ -428,6 +525,11 @@ class StreamHandler(_Common, WebSocketHandler):
         headers = self.request.headers
         if headers.get("Upgrade", "").lower() != "websocket":
             raise ApiError(400, "this endpoint speaks WebSocket only (Upgrade: websocket)")
+        # What Tornado would refuse with a text/html 400 of its own, refused here as JSON.
+        if "upgrade" not in {v.strip().lower() for v in headers.get("Connection", "").split(",")}:
+            raise ApiError(400, "a WebSocket handshake needs Connection: Upgrade")
+        if not headers.get("Host"):
+            raise ApiError(400, "a WebSocket handshake needs a Host header")
         if not headers.get("Sec-WebSocket-Key"):
             raise ApiError(400, "missing Sec-WebSocket-Key")
         if headers.get("Sec-WebSocket-Version") != "13":
@@ -458,6 +560,8 @@ class StreamHandler(_Common, WebSocketHandler):
             self._release()
 
     def check_origin_header(self, origin: str | None) -> bool:
+        """The origin rule of :class:`~.security.OriginPolicy`: the page's own origin only
+        when its host is in the Host allowlist, plus ``allowed_origins``."""
         return self.ctx.origins.allows(
             origin, host=self.request.headers.get("Host"), scheme=self.request.protocol
         )

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from tornado.iostream import IOStream
 
-from .app import PING_INTERVAL, PING_TIMEOUT, Assets, make_app
+from . import logs
+from .app import PING_INTERVAL, PING_TIMEOUT, Assets, make_app, warn_if_exposed
 from .handlers import ServerContext
 from .limits import (
     FD_RESERVE,
@@ -33,7 +34,7 @@ from .limits import (
 )
 from .listener import GuardedHTTPServer
 from .pool import Coalescing, Pool
-from .security import OriginPolicy
+from .security import BasicAuth, HostPolicy, OriginPolicy
 from .stream import CLOSE_GOING_AWAY, FanOut, Ticker
 
 if TYPE_CHECKING:
@@ -206,7 +207,8 @@ class Runner:
     def _open_now(self) -> _Session:
         dashboard = self._dashboard
         config = dashboard.config
-        origins = OriginPolicy(config.allowed_origins)
+        origins = OriginPolicy(config.allowed_origins,
+                               hosts=HostPolicy(config.allowed_hosts, bind=config.host))
         ssl_context = _ssl_context(config)
         sockets = _bind(config)
         try:
@@ -226,6 +228,7 @@ class Runner:
                 dashboard=dashboard, fanout=fanout, ticker=ticker, pool=pool,
                 origins=origins, page_path=assets.page, limits=request_limits(config),
                 expositions=Coalescing(metrics_pool), http_connections=connections.__len__,
+                basic=BasicAuth.from_entries(config.basic_auth),
             )
             app = make_app(ctx, assets, ping_interval=self._ping[0], ping_timeout=self._ping[1])
             server = GuardedHTTPServer(
@@ -237,6 +240,7 @@ class Runner:
             for sock in sockets:
                 sock.close()
             raise
+        logs.install(ctx, (config.auth_token, config.metrics_token))
         session = _Session(
             loop=asyncio.get_running_loop(),
             thread_id=threading.get_ident(),
@@ -248,6 +252,7 @@ class Runner:
         self.port = port
         scheme = "https" if ssl_context else "http"
         log.info("hyperdash dashboard on %s://%s:%d/", scheme, config.host, port)
+        warn_if_exposed(ctx, port)
         return session
 
     async def start(self) -> None:
@@ -358,6 +363,7 @@ class Runner:
             self.port = None
             session.done.set()
             log.info("hyperdash dashboard stopped")
+            logs.uninstall(ctx)
 
     async def _wait_for_streams(self, ctx: ServerContext) -> None:
         """Give clients :data:`CLOSE_GRACE` to complete the close handshake, then cut the
