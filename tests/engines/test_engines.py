@@ -136,6 +136,7 @@ def test_markup_in_job_names_and_alerts_is_shown_as_text(start_dashboard: Start,
     page.wait_for("!!document.querySelector('#alerts-list .alert')", what="the alert")
 
     assert page.text('#jobs-body tr[data-job-id="xss-1"] .job-name') == PAYLOAD
+    assert page.text('#jobs-body tr[data-job-id="xss-1"] .col-vm') == PAYLOAD
     assert page.text("#alerts-list .alert .alert-message") == PAYLOAD
     injected = page.evaluate(
         """({ img: document.querySelectorAll("img").length,
