@@ -3,7 +3,7 @@
 - Firefox: Debian's ``firefox-esr``, driven over WebDriver BiDi by ``puppeteer-core``
   (tests/engines/firefox, installed by ``npm ci``; it never downloads a browser). A node
   process (firefox/driver.mjs) keeps one browser open and takes one JSON command per line.
-- WebKit: Debian's ``webkit2gtk-driver`` (WebKitWebDriver) starting WebKitGTK's MiniBrowser,
+- WebKit: Debian's ``webkit2gtk-driver`` (WebKitWebDriver) attached to WebKitGTK's MiniBrowser,
   through Selenium, on an Xvfb display this module starts.
 
 One browser per engine for the whole module (the ``engine`` fixture), a fresh page per
@@ -11,24 +11,31 @@ check. Every wait polls the page with a deadline. The tests carry the ``firefox`
 ``webkit`` marker; a missing browser, driver or package skips them with the reason, except
 on CI (``CI=true``), where it fails.
 
-Console errors: both engines run collector.js in the page (console.error, uncaught errors,
-unhandled rejections, failed resource loads, CSP violations). In Firefox it runs before the
-page's own scripts and the browser's console and page-error events are collected as well.
-WebKit's classic WebDriver has no way to run a script before the page's, and MiniBrowser
-under automation does not print console messages, so there the collector starts once the
-page has loaded; a script that failed earlier shows as a page that never goes Live.
+Console errors are read from each browser's own console and from collector.js, which both
+engines run in the page (console.error, uncaught errors, unhandled rejections, failed resource
+loads, CSP violations):
+- Firefox: the console and page-error events puppeteer-core gets over BiDi; the collector runs
+  before the page's scripts (a BiDi preload script).
+- WebKit: MiniBrowser runs with WebKit's HTTP inspector on, and InspectorConsole reads its
+  Console domain, which replays what was logged before it connected, so load-time errors are
+  heard too. Classic WebDriver has no preload hook, so the collector starts after the load.
 """
 
 from __future__ import annotations
 
+import contextlib
+import html
 import json
 import os
 import queue
+import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -195,52 +202,166 @@ class Xvfb:
             self.proc.wait(10)
 
 
+class InspectorConsole:
+    """WebKit's own console for one page, read over its remote inspector.
+
+    MiniBrowser serves the inspector on WEBKIT_INSPECTOR_HTTP_SERVER. Console.enable replays
+    every message the page logged before it was called, so connecting once the page has
+    loaded still hears its load-time errors (CSP refusals, script errors, failed loads).
+    """
+
+    MAX = 500  # messages kept; a page stuck in an error loop must not grow this without end
+
+    def __init__(self, port: int, url: str) -> None:
+        from websockets.sync.client import connect
+
+        self.port = port
+        self.messages: list[str] = []
+        self._enabled = threading.Event()
+        self._next_id = 0
+        with urllib.request.urlopen(  # noqa: S310 (loopback)
+            f"http://{LOCAL_HOST}:{port}/", timeout=10
+        ) as response:
+            listing = response.read().decode()
+        # One row per inspectable page: its URL, then the socket that inspects it.
+        rows = re.findall(
+            r'class="targeturl">([^<]*)<.*?(socket/\d+/\d+/WebPage)', listing, re.S
+        )
+        assert rows, f"no inspectable page in WebKit's inspector listing: {listing[:300]}"
+        path = next((p for u, p in rows if html.unescape(u) == url), rows[-1][1])
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(
+            connect(f"ws://{LOCAL_HOST}:{port}/{path}", open_timeout=10, max_size=None)
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._enabled.wait(WAIT):
+            self.close()
+            raise AssertionError("WebKit's inspector did not enable its console")
+
+    def _send(self, target: str, method: str) -> int:
+        self._next_id += 1
+        inner = json.dumps({"id": self._next_id, "method": method})
+        self.ws.send(json.dumps({
+            "id": self._next_id, "method": "Target.sendMessageToTarget",
+            "params": {"targetId": target, "message": inner},
+        }))
+        return self._next_id
+
+    def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        enable_ids: set[int] = set()
+        try:
+            for raw in self.ws:
+                event = json.loads(raw)
+                method = event.get("method")
+                if method == "Target.targetCreated":
+                    # Every page target (one per web process the page has lived in) is asked.
+                    enable_ids.add(self._send(event["params"]["targetInfo"]["targetId"],
+                                              "Console.enable"))
+                elif method == "Target.dispatchMessageFromTarget":
+                    inner = json.loads(event["params"]["message"])
+                    if inner.get("id") in enable_ids:
+                        self._enabled.set()  # replayed messages come before this reply
+                    message = inner.get("params", {}).get("message", {})
+                    if (inner.get("method") == "Console.messageAdded"
+                            and message.get("level") == "error"
+                            and len(self.messages) < self.MAX):
+                        self.messages.append(f"{message.get('source')}: {message.get('text')}")
+        except ConnectionClosed:
+            pass
+
+    def close(self) -> None:
+        self._stack.close()
+        self._reader.join(5)
+
+
 class WebKitEngine:
-    """MiniBrowser behind WebKitWebDriver, through Selenium, on its own Xvfb display."""
+    """MiniBrowser, attached to by WebKitWebDriver, through Selenium, on its own Xvfb display.
+
+    The tests start MiniBrowser themselves (``--automation``) with WebKit's HTTP inspector
+    on, then point WebKitWebDriver at it (``--target``): a browser the driver started could
+    not also serve the inspector, and the inspector is how the page's console is read.
+    """
 
     name = "webkit"
 
     def __init__(self, minibrowser: str) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="hyperdash-webkit-"))
+        (self.tmp / "gtk-3.0").mkdir()
+        (self.tmp / "gtk-3.0" / "gtk.css").write_text(GTK_CSS)
+        self.console: InspectorConsole | None = None
+        self.xvfb: Xvfb | None = None
+        self.browser: subprocess.Popen[bytes] | None = None
+        self.driver: Any = None
+        try:
+            self._start(minibrowser)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, minibrowser: str) -> None:
         from selenium import webdriver
         from selenium.webdriver.webkitgtk.options import Options
         from selenium.webdriver.webkitgtk.service import Service
 
-        self.tmp = Path(tempfile.mkdtemp(prefix="hyperdash-webkit-"))
-        (self.tmp / "gtk-3.0").mkdir()
-        (self.tmp / "gtk-3.0" / "gtk.css").write_text(GTK_CSS)
         self.xvfb = Xvfb()
-        env = {**os.environ, "DISPLAY": self.xvfb.display, "XDG_CONFIG_HOME": str(self.tmp)}
+        self.inspector_port = _free_port()
+        env = {
+            **os.environ, "DISPLAY": self.xvfb.display, "XDG_CONFIG_HOME": str(self.tmp),
+            "WEBKIT_INSPECTOR_HTTP_SERVER": f"{LOCAL_HOST}:{self.inspector_port}",
+        }
         env.pop("WAYLAND_DISPLAY", None)
+        self.browser = subprocess.Popen(
+            [minibrowser, "--automation"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        # With the HTTP inspector on, the automation socket listens on a port WebKit picks:
+        # the browser's one listening port besides the HTTP inspector's.
+        automation_port = _wait_value(
+            lambda: next(iter(_listening_ports(self.browser_pid) - {self.inspector_port}), None),
+            START_WAIT, "MiniBrowser's automation socket",
+        )
         options = Options()
         options.binary_location = minibrowser
         options.add_argument("--automation")
-        try:
-            with warnings.catch_warnings():
-                # Selenium's own WebKitGTK class still uses its deprecated constructor path.
-                warnings.filterwarnings(
-                    "ignore", message="setting remote_server_addr", category=DeprecationWarning
-                )
-                self.driver = webdriver.WebKitGTK(
-                    options=options,
-                    service=Service(executable_path=WEBKIT_DRIVER, env=env),
-                )
-        except BaseException:
-            self.xvfb.close()
-            raise
+        with warnings.catch_warnings():
+            # Selenium's own WebKitGTK class still uses its deprecated constructor path.
+            warnings.filterwarnings(
+                "ignore", message="setting remote_server_addr", category=DeprecationWarning
+            )
+            self.driver = webdriver.WebKitGTK(
+                options=options,
+                service=Service(executable_path=WEBKIT_DRIVER, env=env,
+                                service_args=[f"--target={LOCAL_HOST}:{automation_port}"]),
+            )
         self.driver.set_script_timeout(WAIT)
         self.driver.set_page_load_timeout(15)
         self.version = str(self.driver.capabilities.get("browserVersion"))
 
+    @property
+    def browser_pid(self) -> int:
+        assert self.browser is not None
+        if self.browser.poll() is not None:
+            raise AssertionError(f"MiniBrowser exited {self.browser.returncode}")
+        return self.browser.pid
+
     def open(self, url: str, width: int, height: int) -> None:
+        if self.console is not None:
+            self.console.close()
+            self.console = None
         self.driver.set_window_size(width, height)
         self.driver.get(url)
         self.driver.execute_script(COLLECTOR)
+        self.console = InspectorConsole(self.inspector_port, url)
 
     def evaluate(self, expr: str) -> Any:
         return self.driver.execute_script(f"return ({expr});")
 
     def errors(self) -> list[str]:
-        return _page_errors(self)
+        assert self.console is not None, "no page open"
+        return [*self.console.messages, *_page_errors(self)]
 
     def requests(self) -> list[str]:
         return list(self.evaluate(
@@ -249,9 +370,20 @@ class WebKitEngine:
 
     def close(self) -> None:
         try:
-            self.driver.quit()
+            if self.console is not None:
+                self.console.close()
+            if self.driver is not None:
+                self.driver.quit()
         finally:
-            self.xvfb.close()
+            if self.browser is not None and self.browser.poll() is None:
+                self.browser.terminate()
+                try:
+                    self.browser.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.browser.kill()
+                    self.browser.wait(10)
+            if self.xvfb is not None:
+                self.xvfb.close()
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -275,6 +407,43 @@ def start_webkit() -> WebKitEngine:
         unavailable("the selenium Python package is missing; run `make setup`")
     assert minibrowser is not None
     return WebKitEngine(minibrowser)
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """TCP ports process `pid` listens on (from /proc: its socket inodes in LISTEN state)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _wait_value(probe: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(POLL)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOCAL_HOST, 0))
+        return int(probe.getsockname()[1])
 
 
 def _page_errors(engine: Any) -> list[str]:
