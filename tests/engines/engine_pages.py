@@ -219,15 +219,9 @@ class InspectorConsole:
         self.messages: list[str] = []
         self._enabled = threading.Event()
         self._next_id = 0
-        with urllib.request.urlopen(  # noqa: S310 (loopback)
-            f"http://{LOCAL_HOST}:{port}/", timeout=10
-        ) as response:
-            listing = response.read().decode()
-        # One row per inspectable page: its URL, then the socket that inspects it.
-        rows = re.findall(
-            r'class="targeturl">([^<]*)<.*?(socket/\d+/\d+/WebPage)', listing, re.S
-        )
-        assert rows, f"no inspectable page in WebKit's inspector listing: {listing[:300]}"
+        # One row per inspectable page: its URL, then the socket that inspects it. The list
+        # follows the browser's target list, which can lag the page by a moment.
+        rows = _wait_value(self._targets, WAIT, "a page in WebKit's inspector")
         path = next((p for u, p in rows if html.unescape(u) == url), rows[-1][1])
         self._stack = contextlib.ExitStack()
         self.ws = self._stack.enter_context(
@@ -238,6 +232,15 @@ class InspectorConsole:
         if not self._enabled.wait(WAIT):
             self.close()
             raise AssertionError("WebKit's inspector did not enable its console")
+
+    def _targets(self) -> list[tuple[str, str]]:
+        with urllib.request.urlopen(  # noqa: S310 (loopback)
+            f"http://{LOCAL_HOST}:{self.port}/", timeout=10
+        ) as response:
+            listing = response.read().decode()
+        return re.findall(
+            r'class="targeturl">([^<]*)<.*?(socket/\d+/\d+/WebPage)', listing, re.S
+        )
 
     def _send(self, target: str, method: str) -> int:
         self._next_id += 1
