@@ -24,6 +24,7 @@ loads, CSP violations):
 from __future__ import annotations
 
 import contextlib
+import glob
 import html
 import json
 import os
@@ -42,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 
 HERE = Path(__file__).resolve().parent
 FIREFOX_DIR = HERE / "firefox"
@@ -391,8 +391,6 @@ class WebKitEngine:
 
 
 def start_webkit() -> WebKitEngine:
-    import glob
-
     found = sorted(glob.glob(MINIBROWSER_GLOB))
     minibrowser = os.environ.get("HYPERDASH_MINIBROWSER") or (found[-1] if found else None)
     reason = None
@@ -444,6 +442,8 @@ def _wait_value(probe: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def _free_port() -> int:
+    """A port free now on 127.0.0.1 (another process could take it before MiniBrowser does;
+    MiniBrowser's start would then fail loudly, not silently)."""
     with socket.socket() as probe:
         probe.bind((LOCAL_HOST, 0))
         return int(probe.getsockname()[1])
