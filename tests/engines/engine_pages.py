@@ -442,8 +442,8 @@ def _wait_value(probe: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def _free_port() -> int:
-    """A port free now on 127.0.0.1 (another process could take it before MiniBrowser does;
-    MiniBrowser's start would then fail loudly, not silently)."""
+    """A port free now on 127.0.0.1. Another process could take it before MiniBrowser does;
+    then no inspector lists the page and the check fails saying so, never passes unheard."""
     with socket.socket() as probe:
         probe.bind((LOCAL_HOST, 0))
         return int(probe.getsockname()[1])
