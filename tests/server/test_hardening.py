@@ -556,12 +556,21 @@ class TestLogLevels:
     def test_normal_refusals_are_info_once_per_interval(
         self, serve: Callable[..., Any], logged: pytest.LogCaptureFixture
     ) -> None:
-        s = serve(auth_token=TOKEN, update_interval=MANUAL)  # no tick to overrun under load
+        # No tick to overrun under load; 20 wrong tokens would otherwise end in 429s.
+        s = serve(auth_token=TOKEN, update_interval=MANUAL, auth_failures_per_minute=0)
         self.refusals(s)
         access = access_lines(logged, 4)
         assert {r.levelno for r in access} == {logging.INFO}
         statuses = sorted(int(r.getMessage().split()[0]) for r in access)
         assert statuses == [401, 403, 404, 421]
+        assert not [r for r in logged.records if r.levelno >= logging.WARNING]
+
+    def test_rate_limited_requests_are_info_not_warnings(
+        self, serve: Callable[..., Any], logged: pytest.LogCaptureFixture
+    ) -> None:
+        s = serve(update_interval=MANUAL, rate_limit=1, rate_limit_burst=2)
+        statuses = [request(s.port, "/api/metrics").status for _ in range(6)]
+        assert statuses[:2] == [200, 200] and 429 in statuses
         assert not [r for r in logged.records if r.levelno >= logging.WARNING]
 
     def test_max_clients_is_info_not_error(self, serve: Callable[..., Any],
