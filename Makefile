@@ -9,6 +9,7 @@ PORT    ?= 8080
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test bench lint typecheck wheel clean
+.PHONY: sdist
 
 # npm first: the wheel (even an editable one) force-includes Chart.js from web/node_modules.
 $(STAMP): pyproject.toml $(NPMSTAMP)
@@ -45,13 +46,19 @@ bench: setup
 	$(BIN)/python -m bench
 
 lint: $(STAMP)
-	$(BIN)/ruff check hyperdash_otel tests bench
+	$(BIN)/ruff check hyperdash_otel tests bench hatch_build.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict hatch_build.py
 
 wheel: setup
 	$(BIN)/python -m build --wheel --outdir dist .
+
+# The sdist carries the pinned Chart.js build, so the wheel `build` makes from it (and any
+# `pip install` of it) needs no npm.
+sdist: setup
+	$(BIN)/python -m build --sdist --outdir dist .
 
 clean:
 	rm -rf $(VENV) web/node_modules dist artifacts .pytest_cache
