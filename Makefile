@@ -9,7 +9,7 @@ PORT    ?= 8080
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test bench lint typecheck wheel clean
-.PHONY: sdist
+.PHONY: sdist test-pythons
 
 # npm first: the wheel (even an editable one) force-includes Chart.js from web/node_modules.
 $(STAMP): pyproject.toml $(NPMSTAMP)
@@ -61,4 +61,35 @@ sdist: setup
 	$(BIN)/python -m build --sdist --outdir dist .
 
 clean:
-	rm -rf $(VENV) web/node_modules dist artifacts .pytest_cache
+	rm -rf $(VENV) .venv-3.* web/node_modules dist artifacts .pytest_cache
+
+# The Python suite (not the browser, integration and packaging suites, which `make test` runs
+# once) on every minor version from requires-python's minimum to the newest classifier,
+# each in its own .venv-3.X. `make test` covers $(PY)'s version; this target the others.
+# An interpreter is python3.X on PATH, or pyenv's; override with PYTHON_3.X=/path/to/python.
+PYTHONS       ?= 3.10 3.11 3.12 3.13
+PY_VERSION    := $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+OTHER_PYTHONS := $(filter-out $(PY_VERSION),$(PYTHONS))
+PYENV_ROOT    ?= $(HOME)/.pyenv
+SUITE_ARGS    := -q -p no:cacheprovider -m "not browser and not integration and not packaging" \
+                 --ignore=tests/browser --ignore=tests/integration --ignore=tests/packaging
+
+.venv-%/.installed: pyproject.toml $(NPMSTAMP)
+	@py="$(PYTHON_$*)"; \
+	if [ -z "$$py" ] && python$* -c '' 2>/dev/null; then py=$$(command -v python$*); fi; \
+	[ -n "$$py" ] || py=$$(ls -d $(PYENV_ROOT)/versions/$*.*/bin/python$* 2>/dev/null | sort -V | tail -n 1); \
+	if [ -z "$$py" ]; then \
+	  echo "python$* not found: install it (pyenv install $*) or set PYTHON_$*=/path/to/python$*" >&2; \
+	  exit 1; \
+	fi; \
+	echo "Python $*: $$py"; \
+	rm -rf .venv-$* && $$py -m venv .venv-$*
+	.venv-$*/bin/pip install --quiet --upgrade pip
+	.venv-$*/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+test-pythons: $(foreach v,$(OTHER_PYTHONS),.venv-$(v)/.installed)
+	@set -e; for v in $(OTHER_PYTHONS); do \
+	  echo "== Python $$v"; \
+	  .venv-$$v/bin/python -m pytest $(SUITE_ARGS) $(PYTEST_ARGS); \
+	done
