@@ -88,8 +88,10 @@ SUITE_ARGS    := -q -p no:cacheprovider -m "not browser and not integration and 
 	.venv-$*/bin/pip install --quiet -e '.[test]'
 	touch $@
 
+# Every version runs, even after one fails; the target fails if any did, naming them.
 test-pythons: $(foreach v,$(OTHER_PYTHONS),.venv-$(v)/.installed)
-	@set -e; for v in $(OTHER_PYTHONS); do \
+	@failed=""; for v in $(OTHER_PYTHONS); do \
 	  echo "== Python $$v"; \
-	  .venv-$$v/bin/python -m pytest $(SUITE_ARGS) $(PYTEST_ARGS); \
-	done
+	  .venv-$$v/bin/python -m pytest $(SUITE_ARGS) $(PYTEST_ARGS) || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-pythons: failed on Python$$failed" >&2; exit 1; fi

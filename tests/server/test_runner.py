@@ -228,7 +228,11 @@ def test_start_serves_until_cancelled(make_dashboard: Callable[..., Dashboard]) 
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert await client.read_message() is None and client.close_code == 1001
+        # A tick sent before the cancel took effect may still arrive first (under load).
+        for _ in range(100):
+            if await client.read_message() is None:
+                break
+        assert client.close_code == 1001
         client.close()
         await settle()
         assert other_tasks() == set() and dash.port is None
