@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 .PHONY: setup system-deps demo test bench lint typecheck wheel clean
 .PHONY: sdist test-pythons
 
-# npm first: the wheel (even an editable one) force-includes Chart.js from web/node_modules.
+# npm first: the checkout's server serves Chart.js from web/node_modules (hatch_build.py
+# would run npm ci itself, but only when a wheel is built).
 $(STAMP): pyproject.toml $(NPMSTAMP)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
