@@ -11,8 +11,8 @@ PYTEST_ARGS ?=
 .PHONY: setup system-deps demo test bench lint typecheck wheel clean
 .PHONY: sdist test-pythons
 
-# npm first: the checkout's server serves Chart.js from web/node_modules (hatch_build.py
-# would run npm ci itself, but only when a wheel is built).
+# npm first, tracked by a stamp: the checkout's server serves Chart.js from web/node_modules
+# (hatch_build.py runs npm ci only when it is missing, and refuses a stale one).
 $(STAMP): pyproject.toml $(NPMSTAMP)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
