@@ -10,8 +10,10 @@ PORT    ?= 8080
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test bench lint typecheck wheel clean
+.PHONY: sdist test-pythons
 
-# npm first: the wheel (even an editable one) force-includes Chart.js from web/node_modules.
+# npm first, tracked by a stamp: the checkout's server serves Chart.js from web/node_modules
+# (hatch_build.py runs npm ci only when it is missing, and refuses a stale one).
 $(STAMP): pyproject.toml $(NPMSTAMP)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -55,13 +57,55 @@ bench: setup
 	$(BIN)/python -m bench
 
 lint: $(STAMP)
-	$(BIN)/ruff check hyperdash_otel tests bench
+	$(BIN)/ruff check hyperdash_otel tests bench hatch_build.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict hatch_build.py
 
 wheel: setup
 	$(BIN)/python -m build --wheel --outdir dist .
 
+# The sdist carries the pinned Chart.js build, so the wheel `build` makes from it (and any
+# `pip install` of it) needs no npm.
+sdist: setup
+	$(BIN)/python -m build --sdist --outdir dist .
+
 clean:
-	rm -rf $(VENV) web/node_modules tests/engines/firefox/node_modules dist artifacts .pytest_cache
+	rm -rf $(VENV) .venv-3.* web/node_modules tests/engines/firefox/node_modules dist artifacts \
+	  .pytest_cache
+
+# The Python suite (not the browser, integration and packaging suites, which `make test` runs
+# once) on every minor version from requires-python's minimum to the newest classifier,
+# each in its own .venv-3.X. `make test` covers $(PY)'s version; this target the others.
+# An interpreter is python3.X on PATH, or pyenv's; override with PYTHON_3.X=/path/to/python.
+PYTHONS       ?= 3.10 3.11 3.12 3.13
+PY_VERSION    := $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+OTHER_PYTHONS := $(filter-out $(PY_VERSION),$(PYTHONS))
+PYENV_ROOT    ?= $(HOME)/.pyenv
+SUITE_ARGS    := -q -p no:cacheprovider \
+                 -m "not browser and not integration and not packaging and not firefox and not webkit" \
+                 --ignore=tests/browser --ignore=tests/integration --ignore=tests/packaging \
+                 --ignore=tests/engines --ignore=tests/soak
+
+.venv-%/.installed: pyproject.toml $(NPMSTAMP)
+	@py="$(PYTHON_$*)"; \
+	if [ -z "$$py" ] && python$* -c '' 2>/dev/null; then py=$$(command -v python$*); fi; \
+	[ -n "$$py" ] || py=$$(ls -d $(PYENV_ROOT)/versions/$*.*/bin/python$* 2>/dev/null | sort -V | tail -n 1); \
+	if [ -z "$$py" ]; then \
+	  echo "python$* not found: install it (pyenv install $*) or set PYTHON_$*=/path/to/python$*" >&2; \
+	  exit 1; \
+	fi; \
+	echo "Python $*: $$py"; \
+	rm -rf .venv-$* && $$py -m venv .venv-$*
+	.venv-$*/bin/pip install --quiet --upgrade pip
+	.venv-$*/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+# Every version runs, even after one fails; the target fails if any did, naming them.
+test-pythons: $(foreach v,$(OTHER_PYTHONS),.venv-$(v)/.installed)
+	@failed=""; for v in $(OTHER_PYTHONS); do \
+	  echo "== Python $$v"; \
+	  .venv-$$v/bin/python -m pytest $(SUITE_ARGS) $(PYTEST_ARGS) || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-pythons: failed on Python$$failed" >&2; exit 1; fi

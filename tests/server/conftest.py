@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import inspect
 import json
 import socket
 import time
@@ -20,6 +21,10 @@ from hyperdash_otel.server.stream import Frame
 
 TICK = 0.05
 MANUAL = 3600.0
+# A plain connect() call (not a context manager) warns from websockets 17.1 on unless it says
+# legacy=True; the versions before (all that Python 3.10 gets) have no such argument.
+PLAIN_CONNECT: dict[str, Any] = (
+    {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {})
 T = TypeVar("T")
 
 
@@ -97,7 +102,7 @@ class Served:
         kwargs.setdefault("compression", None)
         kwargs.setdefault("open_timeout", 10)
         kwargs.setdefault("close_timeout", 2)
-        kwargs.setdefault("legacy", True)  # a plain call, closed by the fixture
+        kwargs = {**PLAIN_CONNECT, **kwargs}  # a plain call, closed by the fixture
         client: ClientConnection = connect(f"ws://127.0.0.1:{self.port}{path}", **kwargs)
         self.clients.append(client)
         return client
