@@ -25,6 +25,7 @@ binds a well-known port or meets a server someone else runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import re
@@ -182,9 +183,28 @@ def command(snippet: Snippet, source: str) -> list[str]:
     return ["bash", "-c", "set -euo pipefail\n" + source]
 
 
+def bounded_run(args: list[str], run: Run, *, merge_stderr: bool = False
+                ) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` in a session of its own: on the deadline the whole group is
+    killed, so a snippet's server never outlives its test (and never holds port 8080)."""
+    proc = subprocess.Popen(args, cwd=run.cwd, env=run.env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # anything the snippet left in the background
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
 def run_to_the_end(snippet: Snippet, run: Run) -> None:
-    done = subprocess.run(command(snippet, run.source(snippet)), cwd=run.cwd, env=run.env,
-                          capture_output=True, text=True, timeout=DEADLINE, check=False)
+    done = bounded_run(command(snippet, run.source(snippet)), run)
     assert done.returncode == 0, (
         f"README.md:{snippet.line} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
 
@@ -206,9 +226,7 @@ def run_transcript(snippet: Snippet, run: Run) -> None:
             for line in expected:
                 assert shape(line) in printed, (line, output)
         return
-    done = subprocess.run(["bash", "-c", "\n".join(commands)], cwd=run.cwd, env=run.env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=DEADLINE, check=False)
+    done = bounded_run(["bash", "-c", "\n".join(commands)], run, merge_stderr=True)
     assert [shape(ln) for ln in done.stdout.splitlines()] == [shape(ln) for ln in expected], (
         f"README.md:{snippet.line} printed:\n{done.stdout}")
 
