@@ -255,14 +255,18 @@ class TestNoSecretInTheLog:
         forged = "2026-01-01 00:00:00 INFO hyperdash_otel.access: 200 GET admin"
         quoted = forged.replace(" ", "%20")
         # The probe: Tornado's 403 for a path outside /static logs the path decoded.
-        assert request(s.port, f"/static/%0a{quoted}%0a..%2f..%2f..%2f..").status == 403
+        # (Tornado 6.5, the newest on Python 3.10, answers it with our 404 instead.)
+        static = request(s.port, f"/static/%0a{quoted}%0a..%2f..%2f..%2f..").status
+        assert static in (403, 404)
         for path in (f"/nope%0d%0a{quoted}", f"/api/jobs/%0a{quoted}",
                      f"/api/jobs?status=%0a{quoted}"):
             assert request(s.port, path).status in (400, 404)
-        access_lines(logged, 3)  # the 403, the 400 and the first 404 (then rate-limited)
+        # The 403 (if any), the 400 and the first 404 (then rate-limited).
+        access_lines(logged, 3 if static == 403 else 2)
         assert not any(line.startswith(forged) for line in logged.text.splitlines())
         assert_clean(logged)
-        assert "\\x0a" in logged.text
+        if static == 403:  # Tornado's own warning named the decoded path: escaped
+            assert "\\x0a" in logged.text
 
     def test_the_filter_lives_as_long_as_the_servers(self, serve: Callable[..., Any]) -> None:
         assert logs.installed() == []
