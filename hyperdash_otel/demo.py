@@ -599,8 +599,9 @@ class DemoSettings:
     """Mean simulated seconds between hung exports; 0 turns hangs off."""
 
     def __post_init__(self) -> None:
-        v.number(self.speed, "speed", 0, MAX_SPEED, low_open=True)
-        v.duration(self.warmup, "warmup", 0, MAX_WARMUP)
+        object.__setattr__(self, "speed", v.number(self.speed, "speed", 0, MAX_SPEED,
+                                                   low_open=True))
+        object.__setattr__(self, "warmup", v.duration(self.warmup, "warmup", 0, MAX_WARMUP))
         # validates the rest
         Simulation(self.seed, rate=self.rate, workers=self.workers, hang_every=self.hang_every)
 
