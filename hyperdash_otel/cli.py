@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
+from . import validation as v
 from .config import MIN_UPDATE_INTERVAL, Config
 from .dashboard import Dashboard
 from .server.security import hash_password
@@ -84,13 +85,13 @@ def _ranged(
     kind: type[float] | type[int], low: float, high: float | None = None, *,
     low_open: bool = False, unit: str = "",
 ) -> Callable[[str], Any]:
+    """A flag's type: a number of ``kind`` within the bounds, worded as validation.py words
+    every bound (the flag's name comes first, from argparse)."""
     def parse(text: str) -> Any:
         value = _number(text, kind)
-        too_low = value <= low if low_open else value < low
-        if too_low or (high is not None and value > high):
-            lo = f"> {low:g}" if low_open else f">= {low:g}"
-            bound = lo if high is None else f"{lo} and <= {high:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound}{unit}, got {text}")
+        problem = v.bound_problem(value, low, high, low_open=low_open, unit=unit, shown=text)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
         return value
 
     return parse

@@ -8,13 +8,15 @@ the environment happens only in :meth:`Config.from_env`, never deep inside the c
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-from collections.abc import Iterable, Mapping
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any, Union
 
+from . import validation as v
 from .server.security import check_host_entry, parse_basic_entry
 
 __all__ = ["Config", "default_config"]
@@ -40,25 +42,8 @@ DEFAULT_STALL_AFTER = 300.0
 
 ENV_PREFIX = "HYPERDASH_"
 
-
-def _seconds(value: float | timedelta, name: str) -> float:
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        kind = type(value).__name__
-        raise TypeError(f"{name} must be seconds (float) or a timedelta, got {kind}")
-    try:
-        return float(value)
-    except OverflowError:  # an int of hundreds of digits
-        raise ValueError(f"{name} is too large to be seconds") from None
-
-
-def _check_int(value: object, name: str, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
+Seconds = Annotated[float, "seconds"]
+"""A duration in seconds: a float to type checkers; ``from_env`` says "expected seconds"."""
 
 
 def _check_str(value: object, name: str) -> None:
@@ -68,11 +53,6 @@ def _check_str(value: object, name: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: it could never match a request's header
         raise ValueError(f"{name} must be valid Unicode (it has a lone surrogate)") from None
-
-
-def _check_bool(value: object, name: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
 def _check_token(value: object, name: str) -> None:
@@ -107,7 +87,7 @@ class Config:
 
     enabled: bool = True
     port: int = DEFAULT_PORT
-    update_interval: float = DEFAULT_UPDATE_INTERVAL
+    update_interval: Seconds = DEFAULT_UPDATE_INTERVAL
     """Seconds between ticks (a ``timedelta`` is accepted and converted)."""
     max_clients: int = DEFAULT_MAX_CLIENTS
     host: str = DEFAULT_HOST
@@ -147,7 +127,7 @@ class Config:
     upgraded); None derives it from ``RLIMIT_NOFILE`` when the server starts."""
     max_connections_per_ip: int | None = None
     """HTTP connections one client address may hold; None: a quarter of ``max_connections``."""
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    header_timeout: Seconds = DEFAULT_HEADER_TIMEOUT
     """Seconds a connection may take to send a complete request head (or a body) before it
     is closed; it also ends idle keep-alive connections."""
     rate_limit: float = DEFAULT_RATE_LIMIT
@@ -162,30 +142,26 @@ class Config:
     applies."""
     rate_limit_max_addresses: int = DEFAULT_RATE_LIMIT_MAX_ADDRESSES
     """Client addresses the rate limits remember (least recently seen forgotten first)."""
-    stall_after: float = DEFAULT_STALL_AFTER
+    stall_after: Seconds = DEFAULT_STALL_AFTER
     """Seconds a running job's progress may stand still before it is marked stalled (float
     or ``timedelta``); 0 turns stall detection off."""
 
     def __post_init__(self) -> None:
-        _check_bool(self.enabled, "enabled")
-        _check_int(self.port, "port", 0, 65535)
-        interval = _seconds(self.update_interval, "update_interval")
-        if not math.isfinite(interval) or interval < MIN_UPDATE_INTERVAL:
-            raise ValueError(
-                f"update_interval must be >= {MIN_UPDATE_INTERVAL} s, got {interval!r}"
-            )
+        v.flag(self.enabled, "enabled")
+        v.integer(self.port, "port", 0, 65535)
+        interval = v.duration(self.update_interval, "update_interval", MIN_UPDATE_INTERVAL)
         object.__setattr__(self, "update_interval", interval)
-        _check_int(self.max_clients, "max_clients", 1)
+        v.integer(self.max_clients, "max_clients", 1)
         _check_str(self.host, "host")
         if not self.host.strip():
             raise ValueError(f"host must be a non-empty string, got {self.host!r}")
-        _check_int(self.max_jobs, "max_jobs", 1)
-        _check_int(self.max_alerts, "max_alerts", 1)
-        _check_bool(self.collect_system_metrics, "collect_system_metrics")
-        _check_int(self.max_text_length, "max_text_length", 1)
-        _check_int(self.max_custom_series, "max_custom_series", 1)
-        _check_int(self.history_size, "history_size", 1)
-        _check_int(self.slow_client_max_skips, "slow_client_max_skips", 1)
+        v.integer(self.max_jobs, "max_jobs", 1)
+        v.integer(self.max_alerts, "max_alerts", 1)
+        v.flag(self.collect_system_metrics, "collect_system_metrics")
+        v.integer(self.max_text_length, "max_text_length", 1)
+        v.integer(self.max_custom_series, "max_custom_series", 1)
+        v.integer(self.history_size, "history_size", 1)
+        v.integer(self.slow_client_max_skips, "slow_client_max_skips", 1)
         if isinstance(self.allowed_origins, str):
             object.__setattr__(self, "allowed_origins", (self.allowed_origins,))
         if not isinstance(self.allowed_origins, Iterable):
@@ -213,36 +189,23 @@ class Config:
             path = getattr(self, name)
             if path is not None and not isinstance(path, (str, os.PathLike)):
                 raise TypeError(f"{name} must be a path (str) or None, got {type(path).__name__}")
-        _check_bool(self.use_global_registry, "use_global_registry")
-        stall = _seconds(self.stall_after, "stall_after")
-        if not math.isfinite(stall) or stall < 0:
-            raise ValueError(f"stall_after must be >= 0 s (0 turns it off), got {stall!r}")
+        v.flag(self.use_global_registry, "use_global_registry")
+        stall = v.duration(self.stall_after, "stall_after", 0, note=" (0 turns it off)")
         object.__setattr__(self, "stall_after", stall)
         self._check_limits()
 
     def _check_limits(self) -> None:
         for name in ("max_connections", "max_connections_per_ip"):
             if getattr(self, name) is not None:
-                _check_int(getattr(self, name), name, 1)
-        timeout = _seconds(self.header_timeout, "header_timeout")
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise ValueError(f"header_timeout must be > 0 s, got {timeout!r}")
+                v.integer(getattr(self, name), name, 1)
+        timeout = v.duration(self.header_timeout, "header_timeout", 0, low_open=True)
         object.__setattr__(self, "header_timeout", timeout)
         for name in ("rate_limit", "auth_failures_per_minute"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-            try:
-                rate = float(value)
-            except OverflowError:  # an int of hundreds of digits
-                raise ValueError(f"{name} is too large, got an int of {len(str(value))} "
-                                 "digits") from None
-            if not math.isfinite(rate) or rate < 0:
-                raise ValueError(f"{name} must be >= 0 (0: no limit), got {value!r}")
+            rate = v.number(getattr(self, name), name, 0, note=" (0: no limit)")
             object.__setattr__(self, name, rate)
-        _check_int(self.rate_limit_burst, "rate_limit_burst", 1)
-        _check_int(self.auth_failure_burst, "auth_failure_burst", 1)
-        _check_int(self.rate_limit_max_addresses, "rate_limit_max_addresses", 1)
+        v.integer(self.rate_limit_burst, "rate_limit_burst", 1)
+        v.integer(self.auth_failure_burst, "auth_failure_burst", 1)
+        v.integer(self.rate_limit_max_addresses, "rate_limit_max_addresses", 1)
 
     @property
     def update_interval_timedelta(self) -> timedelta:
@@ -267,67 +230,102 @@ class Config:
                 continue
             raw = env[key].strip()
             try:
-                values[f.name] = _parse_env(f.name, raw)
+                values[f.name] = _ENV_PARSERS[f.name](raw)
             except ValueError as exc:
                 raise ValueError(f"{key}: {exc}") from None
         values.update(overrides)
         return cls(**values)
 
 
-_BOOL_FIELDS = {"enabled", "collect_system_metrics", "use_global_registry"}
-_INT_FIELDS = {
-    "port",
-    "max_clients",
-    "max_jobs",
-    "max_alerts",
-    "max_text_length",
-    "max_custom_series",
-    "history_size",
-    "slow_client_max_skips",
-    "rate_limit_burst",
-    "auth_failure_burst",
-    "rate_limit_max_addresses",
+# -- from_env: each field parsed as its annotation says -----------------------------------------
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {raw!r}")
+
+
+def _parser(kind: Callable[[str], Any], noun: str) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError(f"expected {noun}, got {raw!r}") from None
+
+    return parse
+
+
+def _parse_optional_int(raw: str) -> int | None:
+    """Empty or ``auto``: None (derived when the server starts)."""
+    if raw.lower() in {"", "auto"}:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"expected an integer or 'auto', got {raw!r}") from None
+
+
+def _parse_strings(raw: str) -> tuple[str, ...]:
+    """A comma-separated list; blank entries are dropped."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse_optional_str(raw: str) -> str | None:
+    return raw or None
+
+
+_PARSERS: dict[object, Callable[[str], Any]] = {
+    bool: _parse_bool,
+    int: _parser(int, "an integer"),
+    float: _parser(float, "a number"),
+    Seconds: _parser(float, "seconds"),
+    str: str,
+    int | None: _parse_optional_int,
+    str | None: _parse_optional_str,
+    tuple[str, ...]: _parse_strings,
 }
-_OPTIONAL_INT_FIELDS = {"max_connections", "max_connections_per_ip"}
-"""Empty or ``auto``: derived when the server starts."""
-_FLOAT_FIELDS = {"header_timeout", "rate_limit", "auth_failures_per_minute"}
+"""How ``from_env`` parses a field, by its annotation."""
 
 
-def _parse_env(name: str, raw: str) -> Any:
-    if name in _BOOL_FIELDS:
-        lowered = raw.lower()
-        if lowered in {"1", "true", "yes", "on"}:
-            return True
-        if lowered in {"0", "false", "no", "off"}:
-            return False
-        raise ValueError(f"expected a boolean (true/false), got {raw!r}")
-    if name in _INT_FIELDS:
+def _normalised(annotation: object) -> object:
+    """``Optional[int]`` as ``int | None``, so either spelling finds its parser."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if len(args) == 2 and type(None) in args:
+            other = args[0] if args[1] is type(None) else args[1]
+            return other | None
+    return annotation
+
+
+def env_parsers(cls: type[Any]) -> dict[str, Callable[[str], Any]]:
+    """The parser of every field of dataclass ``cls``, chosen by its annotation.
+
+    A field whose annotation has no parser raises ``TypeError`` here, when the module is
+    imported, rather than being read from the environment as a plain string.
+    """
+    hints = typing.get_type_hints(cls, include_extras=True)
+    parsers: dict[str, Callable[[str], Any]] = {}
+    for f in dataclasses.fields(cls):
+        annotation = _normalised(hints[f.name])
         try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"expected an integer, got {raw!r}") from None
-    if name in ("update_interval", "stall_after"):
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"expected seconds, got {raw!r}") from None
-    if name in _OPTIONAL_INT_FIELDS:
-        if raw.lower() in {"", "auto"}:
-            return None
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"expected an integer or 'auto', got {raw!r}") from None
-    if name in _FLOAT_FIELDS:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"expected a number, got {raw!r}") from None
-    if name in {"allowed_origins", "allowed_hosts", "basic_auth"}:
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
-    if name in {"auth_token", "metrics_token", "tls_certfile", "tls_keyfile"}:
-        return raw or None
-    return raw
+            parsers[f.name] = _PARSERS[annotation]
+        except (KeyError, TypeError):  # TypeError: an unhashable annotation
+            raise TypeError(
+                f"{cls.__name__}.{f.name}: from_env has no parser for the annotation "
+                f"{annotation!r}; use one of {', '.join(map(_type_name, _PARSERS))}"
+            ) from None
+    return parsers
+
+
+def _type_name(annotation: object) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else repr(annotation)
+
+
+_ENV_PARSERS = env_parsers(Config)
 
 
 def default_config() -> Config:

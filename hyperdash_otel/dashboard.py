@@ -32,7 +32,7 @@ from .stores import (
     stall_alerts,
 )
 from .system import ProcessSampler
-from .telemetry import BY_FIELD, Telemetry
+from .telemetry import BY_FIELD, METRICS, Telemetry
 
 if TYPE_CHECKING:
     from .server.runner import Runner
@@ -131,16 +131,16 @@ class Dashboard:
         return self.telemetry.instrument(BY_FIELD[field].name)
 
     def _initialise_series(self) -> None:
-        """Every documented unlabelled series exists from the start (Prometheus sees 0, not
-        an absent series, and alert rules on them can be evaluated)."""
-        for field in ("jobs_active", "jobs_pending", "queue_length", "avg_response_time",
-                      "memory_usage", "cpu_usage", "goroutines"):
-            self._instrument(field).set(0)
-        for field in ("jobs_completed", "jobs_failed", "http_requests", "http_errors"):
-            self._instrument(field).add(0)
-        self._instrument("active_connections").add(0)
-        for name in ("hyperdash.tick.errors", "hyperdash.tick.skipped"):
-            self.telemetry.instrument(name).add(0)
+        """Every unlabelled series with an initial value in the table exists from the start
+        (Prometheus sees 0, not an absent series, and alert rules on them can be evaluated)."""
+        for spec in METRICS:
+            if spec.initial is None:
+                continue
+            instrument = self.telemetry.instrument(spec.name)
+            if spec.kind == "gauge":
+                instrument.set(spec.initial)
+            else:
+                instrument.add(spec.initial)
         # Start each severity at 0 so that increase() counts the first alert of each.
         for severity in SEVERITIES:
             self.telemetry.instrument("hyperdash.alerts.raised").add(0, {"severity": severity})
@@ -149,6 +149,10 @@ class Dashboard:
             self._sample_system()
 
     def _set(self, field: str, value: float) -> None:
+        """Set a gauge from a value in the snapshot's unit (MB, ms: the update calls')."""
+        self._set_recorded(field, BY_FIELD[field].recorded(value))
+
+    def _set_recorded(self, field: str, value: float) -> None:
         if self._gauges.get(field) != value:
             self._instrument(field).set(value)
             self._gauges[field] = value
@@ -201,12 +205,9 @@ class Dashboard:
         threads = v.count(goroutines, "goroutines")
         with self._lock:
             self._system_pushed = True
-            self._record_system(memory * 1024 * 1024, cpu, threads)
-
-    def _record_system(self, memory_bytes: float, cpu: float, threads: int) -> None:
-        self._set("memory_usage", memory_bytes)
-        self._set("cpu_usage", cpu)
-        self._set("goroutines", threads)
+            self._set("memory_usage", memory)
+            self._set("cpu_usage", cpu)
+            self._set("goroutines", threads)
 
     def _sample_system(self) -> None:
         if self._sampler is None or self._system_pushed:
@@ -214,7 +215,10 @@ class Dashboard:
         sample = self._sampler.sample()
         with self._lock:
             if not self._system_pushed:
-                self._record_system(sample.memory_bytes, sample.cpu_percent, sample.threads)
+                # The sampler measures in the recorded units already (bytes).
+                self._set_recorded("memory_usage", sample.memory_bytes)
+                self._set("cpu_usage", sample.cpu_percent)
+                self._set("goroutines", sample.threads)
 
     def update_http_metrics(self, requests: int, errors: int, avg_response_time: float) -> None:
         """Set the API figures: running totals of requests and errors, average in ms."""
@@ -228,7 +232,7 @@ class Dashboard:
             self._advance("http_errors", totals["http_errors"])
             self._http_pushed = True
             self._commit_totals(totals)
-            self._set("avg_response_time", avg_ms / 1000.0)
+            self._set("avg_response_time", avg_ms)
 
     def add_job(self, job: JobInfo) -> None:
         """Add a job, or update the one with the same id in place."""

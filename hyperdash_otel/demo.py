@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
+from . import validation as v
 from .config import Config
 from .dashboard import Dashboard
 from .stores import JobInfo
@@ -284,22 +285,10 @@ class Simulation:
         hang_every: float = DEFAULT_HANG_EVERY,
         hang_duration: tuple[float, float] = DEFAULT_HANG_DURATION,
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
-            0 < rate <= MAX_RATE
-        ):
-            raise ValueError(f"rate must be in (0, {MAX_RATE:g}] jobs per minute, got {rate!r}")
-        if isinstance(workers, bool) or not isinstance(workers, int) or not (
-            1 <= workers <= MAX_WORKERS
-        ):
-            raise ValueError(f"workers must be in 1..{MAX_WORKERS}, got {workers!r}")
-        if isinstance(hang_every, bool) or not isinstance(hang_every, (int, float)) or not (
-            0 <= hang_every <= MAX_HANG_EVERY
-        ):
-            raise ValueError(
-                f"hang_every must be in 0..{MAX_HANG_EVERY:g} s (0: never), got {hang_every!r}"
-            )
+        v.integer(seed, "seed")
+        rate = v.number(rate, "rate", 0, MAX_RATE, low_open=True, note=" jobs per minute")
+        v.integer(workers, "workers", 1, MAX_WORKERS)
+        hang_every = v.duration(hang_every, "hang_every", 0, MAX_HANG_EVERY, note=" (0: never)")
         low, high = hang_duration
         if not (0 < low <= high and math.isfinite(high)):
             raise ValueError(f"hang_duration must be (low, high) with 0 < low <= high, "
@@ -478,10 +467,7 @@ class Simulation:
 
     def advance(self, dt: float) -> Step:
         """Run every event up to ``now + dt`` (simulated seconds) and report the state there."""
-        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (
-            math.isfinite(dt) and dt >= 0
-        ):
-            raise ValueError(f"dt must be finite seconds >= 0, got {dt!r}")
+        dt = v.duration(dt, "dt")
         target = self.now + dt
         self._changed = {}
         self._alerts = []
@@ -613,10 +599,9 @@ class DemoSettings:
     """Mean simulated seconds between hung exports; 0 turns hangs off."""
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.speed, (int, float)) and 0 < self.speed <= MAX_SPEED):
-            raise ValueError(f"speed must be in (0, {MAX_SPEED:g}], got {self.speed!r}")
-        if not (isinstance(self.warmup, (int, float)) and 0 <= self.warmup <= MAX_WARMUP):
-            raise ValueError(f"warmup must be in 0..{MAX_WARMUP:g} s, got {self.warmup!r}")
+        object.__setattr__(self, "speed", v.number(self.speed, "speed", 0, MAX_SPEED,
+                                                   low_open=True))
+        object.__setattr__(self, "warmup", v.duration(self.warmup, "warmup", 0, MAX_WARMUP))
         # validates the rest
         Simulation(self.seed, rate=self.rate, workers=self.workers, hang_every=self.hang_every)
 

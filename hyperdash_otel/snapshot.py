@@ -15,7 +15,7 @@ from prometheus_client.core import Metric
 
 from .config import DEFAULT_MAX_CUSTOM_SERIES
 from .stores import Alert, JobRecord
-from .telemetry import BY_FIELD, RESERVED_FAMILIES, family_name
+from .telemetry import METRICS, MetricSpec, family_name
 from .validation import rfc3339
 
 __all__ = [
@@ -25,28 +25,34 @@ __all__ = [
     "SNAPSHOT_FIELDS",
     "build_snapshot",
     "http_from_semconv",
+    "snapshot_fields",
 ]
 
-# The original's WebSocket message, in its order, with each key's JSON type.
-SNAPSHOT_FIELDS: dict[str, type] = {
-    "timestamp": str,
-    "jobs_active": int,
-    "jobs_completed": int,
-    "jobs_failed": int,
-    "jobs_pending": int,
-    "queue_length": int,
-    "http_requests": int,
-    "http_errors": int,
-    "avg_response_time": float,
-    "memory_usage": int,
-    "cpu_usage": float,
-    "goroutines": int,
-    "active_connections": int,
-    "provider_stats": dict,
-    "recent_jobs": list,
-    "system_health": str,
-    "alerts": list,
-}
+
+def snapshot_fields(table: Sequence[MetricSpec] = METRICS) -> dict[str, type]:
+    """The message's keys in their order, with each key's JSON type, for ``table``.
+
+    ``timestamp``, then the table's scalar fields in the table's order, then the labelled
+    and stored parts (``provider_stats``, ``recent_jobs``, ``system_health``, ``alerts``).
+    """
+    by_field = {m.field: m for m in table if m.field is not None}
+    fields: dict[str, type] = {"timestamp": str}
+    fields.update({m.field: m.json for m in table if m.scalar and m.field and m.json})
+    fields["provider_stats"] = dict
+    fields["recent_jobs"] = list
+    fields["system_health"] = str
+    fields["alerts"] = list
+    for key in ("provider_stats", "system_health"):
+        spec = by_field.get(key)
+        if spec is None or spec.json is not fields[key]:
+            raise ValueError(f"the metric table must have a {key!r} row of JSON type "
+                             f"{fields[key].__name__}")
+    return fields
+
+
+SNAPSHOT_FIELDS: dict[str, type] = snapshot_fields()
+"""The original's WebSocket message, in its order, with each key's JSON type (derived from
+:data:`~hyperdash_otel.telemetry.METRICS`)."""
 
 _TIME = (str, type(None))
 """An RFC 3339 string, or null (Go's ``time.Time`` decodes null as the zero time)."""
@@ -173,6 +179,26 @@ def http_from_semconv(families: Iterable[Metric]) -> tuple[int, int, float] | No
     return None
 
 
+class _Layout:
+    """What :func:`build_snapshot` needs from a metric table, worked out once per table."""
+
+    def __init__(self, table: Sequence[MetricSpec]) -> None:
+        self.table = tuple(table)
+        self.fields = snapshot_fields(self.table)  # checks the table's shape
+        self.scalars = [(m.field, family_name(m), m) for m in self.table
+                        if m.scalar and m.field is not None]
+        self.providers = next(m for m in self.table if m.field == "provider_stats")
+        self.reserved = frozenset(family_name(m) for m in self.table)
+        # The HTTP cards derived from the standard HTTP server metrics replace these three.
+        by_field = {m.field: m for m in self.table}
+        self.avg_response_time = (by_field["avg_response_time"]
+                                  if {"http_requests", "http_errors", "avg_response_time"}
+                                  <= by_field.keys() else None)
+
+
+_DEFAULT_LAYOUT = _Layout(METRICS)
+
+
 def build_snapshot(
     families: Sequence[Metric],
     jobs: Sequence[JobRecord],
@@ -182,6 +208,7 @@ def build_snapshot(
     now: datetime,
     max_custom_series: int = DEFAULT_MAX_CUSTOM_SERIES,
     derive_http: bool = True,
+    table: Sequence[MetricSpec] = METRICS,
 ) -> dict[str, Any]:
     """The Metrics dict: every key of the original's message, plus ``custom``.
 
@@ -190,15 +217,19 @@ def build_snapshot(
     With ``derive_http`` (until values are pushed with ``update_http_metrics``), the
     HTTP cards come from the standard HTTP server metrics when there are any
     (:func:`http_from_semconv`).
+
+    ``table`` is the metric table the scalar fields come from (:func:`snapshot_fields`
+    gives their order); its families are kept out of ``custom``.
     """
+    layout = _DEFAULT_LAYOUT if table is METRICS else _Layout(table)
     by_name = {fam.name: fam for fam in families}
 
-    def number(field: str) -> float:
-        spec = BY_FIELD[field]
-        return _sum(by_name.get(family_name(spec)), spec.prometheus) * spec.to_snapshot
+    snapshot: dict[str, Any] = {"timestamp": rfc3339(now)}
+    for field, family, spec in layout.scalars:
+        snapshot[field] = spec.snapshot_value(_sum(by_name.get(family), spec.prometheus))
 
     providers: dict[str, int] = {}
-    spec = BY_FIELD["provider_stats"]
+    spec = layout.providers
     fam = by_name.get(family_name(spec))
     if fam is not None:
         for s in fam.samples:
@@ -207,33 +238,19 @@ def build_snapshot(
                 providers[provider] = providers.get(provider, 0) + int(s.value)
 
     custom, dropped = _custom(
-        (f for f in families if f.name not in RESERVED_FAMILIES and f.name not in _SKIP_FAMILIES),
+        (f for f in families if f.name not in layout.reserved and f.name not in _SKIP_FAMILIES),
         max_custom_series,
     )
-    snapshot: dict[str, Any] = {
-        "timestamp": rfc3339(now),
-        "jobs_active": round(number("jobs_active")),
-        "jobs_completed": round(number("jobs_completed")),
-        "jobs_failed": round(number("jobs_failed")),
-        "jobs_pending": round(number("jobs_pending")),
-        "queue_length": round(number("queue_length")),
-        "http_requests": round(number("http_requests")),
-        "http_errors": round(number("http_errors")),
-        "avg_response_time": round(number("avg_response_time"), 3),
-        "memory_usage": round(number("memory_usage")),
-        "cpu_usage": round(number("cpu_usage"), 2),
-        "goroutines": round(number("goroutines")),
-        "active_connections": round(number("active_connections")),
-        "provider_stats": providers,
-        "recent_jobs": [job.to_json(now) for job in jobs],
-        "system_health": health,
-        "alerts": [alert.to_json() for alert in alerts],
-        "custom": custom,
-    }
-    http = http_from_semconv(families) if derive_http else None
-    if http is not None:
+    snapshot["provider_stats"] = providers
+    snapshot["recent_jobs"] = [job.to_json(now) for job in jobs]
+    snapshot["system_health"] = health
+    snapshot["alerts"] = [alert.to_json() for alert in alerts]
+    snapshot["custom"] = custom
+    avg = layout.avg_response_time
+    http = http_from_semconv(families) if derive_http and avg is not None else None
+    if http is not None and avg is not None:
         snapshot["http_requests"], snapshot["http_errors"] = http[0], http[1]
-        snapshot["avg_response_time"] = round(http[2], 3)
+        snapshot["avg_response_time"] = avg.rounded(http[2])
     if dropped:
         snapshot["custom_dropped"] = dropped
     return snapshot

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import math
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -73,9 +74,19 @@ TICK_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 Kind = Literal["counter", "gauge", "up_down_counter", "histogram"]
 
 
+JsonType = type[int] | type[float] | type[str] | type[dict[str, Any]]
+"""What a snapshot field is in JSON: an integer, any number, a string or an object."""
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """One row of the metric table."""
+    """One row of the metric table: everything the code needs to know about one metric.
+
+    A row with a ``field`` and no ``attributes`` is a *scalar* field: the snapshot carries
+    the sum of its series, times ``to_snapshot``, rounded to ``digits``, as ``json``; the
+    update calls record their argument divided by ``to_snapshot``. Adding such a row is all
+    the Python side needs for a new snapshot field (the page needs its markup).
+    """
 
     field: str | None
     """The snapshot key this metric feeds (None: server-internal, Prometheus only)."""
@@ -87,44 +98,91 @@ class MetricSpec:
     """The series name in the exposition (what PromQL queries)."""
     attributes: tuple[str, ...] = ()
     to_snapshot: float = 1.0
-    """Factor from the Prometheus value to the snapshot's unit (bytes -> MB, s -> ms)."""
+    """Factor from the recorded (Prometheus) value to the snapshot's unit (bytes -> MB,
+    s -> ms). Recording divides by it, so a power of two or ten converts both ways exactly."""
+    json: JsonType | None = None
+    """The field's JSON type in the snapshot (None for a row without a field)."""
+    digits: int | None = None
+    """Decimals kept for a ``float`` field (None: not rounded)."""
+    initial: float | None = None
+    """The value an unlabelled series starts at, so that Prometheus sees it from the start
+    (None: the series appears with its first recording)."""
+
+    def __post_init__(self) -> None:
+        if (self.field is None) != (self.json is None):
+            raise ValueError(f"{self.name}: a row has a JSON type exactly when it has a field")
+        if self.attributes and self.initial is not None:
+            raise ValueError(f"{self.name}: only an unlabelled series has an initial value")
+        if self.initial is not None and self.kind == "histogram":
+            raise ValueError(f"{self.name}: a histogram has no initial value")
+        if self.kind != "gauge" and self.initial not in (None, 0):
+            raise ValueError(f"{self.name}: a {self.kind} can only start at 0")
+        if not (math.isfinite(self.to_snapshot) and self.to_snapshot > 0):
+            raise ValueError(f"{self.name}: to_snapshot must be a finite number > 0")
+
+    @property
+    def scalar(self) -> bool:
+        """True for a snapshot field that is one number (its series summed)."""
+        return self.field is not None and not self.attributes
+
+    def recorded(self, value: float) -> float:
+        """``value`` in the snapshot's unit, converted to the unit the instrument records."""
+        return value if self.to_snapshot == 1.0 else value / self.to_snapshot
+
+    def snapshot_value(self, total: float) -> Any:
+        """The summed series ``total`` as the snapshot carries it: scaled, rounded, typed."""
+        return self.rounded(total * self.to_snapshot)
+
+    def rounded(self, value: float) -> Any:
+        """``value``, already in the snapshot's unit, rounded and typed as the field is."""
+        if self.json is int:
+            return round(value)
+        return value if self.digits is None else round(value, self.digits)
 
 
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("jobs_active", "hyperdash.jobs.active", "gauge", "{job}",
-               "Jobs running now", "hyperdash_jobs_active"),
+               "Jobs running now", "hyperdash_jobs_active", json=int, initial=0),
     MetricSpec("jobs_completed", "hyperdash.jobs.completed", "counter", "{job}",
-               "Jobs finished successfully", "hyperdash_jobs_completed_total"),
+               "Jobs finished successfully", "hyperdash_jobs_completed_total",
+               json=int, initial=0),
     MetricSpec("jobs_failed", "hyperdash.jobs.failed", "counter", "{job}",
-               "Jobs that ended with an error", "hyperdash_jobs_failed_total"),
+               "Jobs that ended with an error", "hyperdash_jobs_failed_total",
+               json=int, initial=0),
     MetricSpec("jobs_pending", "hyperdash.jobs.pending", "gauge", "{job}",
-               "Jobs accepted but not started", "hyperdash_jobs_pending"),
+               "Jobs accepted but not started", "hyperdash_jobs_pending",
+               json=int, initial=0),
     MetricSpec("queue_length", "hyperdash.queue.length", "gauge", "{job}",
-               "Jobs waiting in the work queue", "hyperdash_queue_length"),
+               "Jobs waiting in the work queue", "hyperdash_queue_length",
+               json=int, initial=0),
     MetricSpec("http_requests", "hyperdash.http.requests", "counter", "{request}",
-               "API requests served", "hyperdash_http_requests_total"),
+               "API requests served", "hyperdash_http_requests_total",
+               json=int, initial=0),
     MetricSpec("http_errors", "hyperdash.http.errors", "counter", "{request}",
-               "API requests that failed", "hyperdash_http_errors_total"),
+               "API requests that failed", "hyperdash_http_errors_total",
+               json=int, initial=0),
     MetricSpec("avg_response_time", "hyperdash.http.response.time", "gauge", "s",
                "Average API response time", "hyperdash_http_response_time_seconds",
-               to_snapshot=1000.0),
+               to_snapshot=1000.0, json=float, digits=3, initial=0),
     MetricSpec("memory_usage", "hyperdash.process.memory.usage", "gauge", "By",
                "Resident memory of the process", "hyperdash_process_memory_usage_bytes",
-               to_snapshot=1.0 / (1024 * 1024)),
+               to_snapshot=1.0 / (1024 * 1024), json=int, initial=0),
     MetricSpec("cpu_usage", "hyperdash.process.cpu.utilization", "gauge", "%",
                "CPU used by the process over the last interval",
-               "hyperdash_process_cpu_utilization_percent"),
+               "hyperdash_process_cpu_utilization_percent", json=float, digits=2,
+               initial=0),
     MetricSpec("goroutines", "hyperdash.process.threads", "gauge", "{thread}",
-               "Live threads of the process", "hyperdash_process_threads"),
+               "Live threads of the process", "hyperdash_process_threads",
+               json=int, initial=0),
     MetricSpec("active_connections", "hyperdash.websocket.connections", "up_down_counter",
                "{connection}", "WebSocket clients connected",
-               "hyperdash_websocket_connections"),
+               "hyperdash_websocket_connections", json=int, initial=0),
     MetricSpec("provider_stats", "hyperdash.provider.jobs", "counter", "{job}",
                "Distinct jobs seen, by cloud provider", "hyperdash_provider_jobs_total",
-               attributes=("provider",)),
+               attributes=("provider",), json=dict),
     MetricSpec("system_health", "hyperdash.system.health", "gauge", "1",
                "1 for the current health status, 0 for the others",
-               "hyperdash_system_health", attributes=("status",)),
+               "hyperdash_system_health", attributes=("status",), json=str),
     MetricSpec(None, "hyperdash.jobs.stalled", "gauge", "{job}",
                "Running jobs whose progress has not moved for stall_after seconds, by provider",
                "hyperdash_jobs_stalled", attributes=("provider",)),
@@ -136,9 +194,10 @@ METRICS: tuple[MetricSpec, ...] = (
                "hyperdash_tick_duration_seconds"),
     MetricSpec(None, "hyperdash.tick.errors", "counter", "{error}",
                "Ticks that raised an exception (logged; the next tick runs)",
-               "hyperdash_tick_errors_total"),
+               "hyperdash_tick_errors_total", initial=0),
     MetricSpec(None, "hyperdash.tick.skipped", "counter", "{tick}",
-               "Ticks skipped because the previous one overran", "hyperdash_tick_skipped_total"),
+               "Ticks skipped because the previous one overran", "hyperdash_tick_skipped_total",
+               initial=0),
     MetricSpec(None, "hyperdash.websocket.disconnects", "counter", "{connection}",
                "WebSocket clients closed by the server, by reason",
                "hyperdash_websocket_disconnects_total", attributes=("reason",)),
@@ -157,8 +216,6 @@ def family_name(spec: MetricSpec) -> str:
         return spec.prometheus[: -len("_total")]
     return spec.prometheus
 
-
-RESERVED_FAMILIES: frozenset[str] = frozenset(family_name(m) for m in METRICS)
 
 # One hyperdash reader per registry: a second reader (or a second Dashboard on the same
 # registry) would emit every family twice, which is invalid exposition.

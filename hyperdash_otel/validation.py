@@ -165,6 +165,88 @@ def seconds(value: object, name: str) -> float | None:
     return real(value, name)
 
 
+# -- settings: the bounded integers, numbers, durations and flags of Config, the demo, the
+# watch options and the command line, all worded alike ("port must be >= 0 and <= 65535").
+
+
+def bound_problem(
+    value: float, low: float | None = None, high: float | None = None, *,
+    low_open: bool = False, unit: str = "", note: str = "", shown: str | None = None,
+) -> str | None:
+    """What is wrong with ``value`` against the bounds, as ``"must be > 0 s, got -1"``, or
+    None when it is within them (a NaN or an infinity never is). ``shown``: the value as the
+    user wrote it, for the message."""
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and value > high
+    finite = isinstance(value, int) or math.isfinite(value)
+    if finite and not too_low and not too_high:
+        return None
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"<= {high:g}")
+    bound = " and ".join(parts) if parts else "finite"
+    if shown is None:
+        shown = _short(value) if isinstance(value, int) else repr(value)
+    return f"must be {bound}{unit}{note}, got {shown}"
+
+
+def integer(value: object, name: str, low: int | None = None, high: int | None = None) -> int:
+    """An ``int`` (not a ``bool``) in ``low..high``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    problem = bound_problem(value, low, high)
+    if problem:
+        raise ValueError(f"{name} {problem}")
+    return value
+
+
+def flag(value: object, name: str) -> bool:
+    """A ``bool`` (1 and "yes" are not)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def number(
+    value: object, name: str, low: float | None = None, high: float | None = None, *,
+    low_open: bool = False, unit: str = "", note: str = "",
+) -> float:
+    """A finite ``int`` or ``float`` (not a ``bool``) within the bounds, as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    return _bounded(value, name, low, high, low_open=low_open, unit=unit, note=note)
+
+
+def duration(
+    value: object, name: str, low: float | None = 0.0, high: float | None = None, *,
+    low_open: bool = False, note: str = "",
+) -> float:
+    """Seconds, given as a number or a ``timedelta``, within the bounds; as a float."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind = type(value).__name__
+        raise TypeError(f"{name} must be seconds (float) or a timedelta, got {kind}")
+    return _bounded(value, name, low, high, low_open=low_open, unit=" s", note=note)
+
+
+def _bounded(
+    value: float, name: str, low: float | None, high: float | None, *,
+    low_open: bool, unit: str, note: str,
+) -> float:
+    try:
+        result = float(value)
+    except OverflowError:  # an int of hundreds of digits
+        raise ValueError(f"{name} is too large, got an int of {len(str(value))} digits") from None
+    problem = bound_problem(result, low, high, low_open=low_open, unit=unit, note=note,
+                            shown=_short(value) if isinstance(value, int) else None)
+    if problem:
+        raise ValueError(f"{name} {problem}")
+    return result
+
+
 def rfc3339(value: datetime) -> str:
     """``2026-11-25T18:30:00.123Z``: UTC, millisecond precision."""
     utc = value.astimezone(timezone.utc)

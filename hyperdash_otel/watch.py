@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import random
 import socket
@@ -34,6 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, WebSocketError, websocket_connect
+
+from . import validation as v
 
 __all__ = [
     "WatchError",
@@ -101,14 +102,16 @@ class WatchOptions:
     backoff_cap: float = BACKOFF_CAP
 
     def __post_init__(self) -> None:
-        if self.count is not None and self.count < 1:
-            raise ValueError(f"count must be >= 1, got {self.count}")
-        if self.backlog < 0:
-            raise ValueError(f"backlog must be >= 0, got {self.backlog}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
-        if not (math.isfinite(self.connect_timeout) and self.connect_timeout > 0):
-            raise ValueError(f"connect_timeout must be > 0 s, got {self.connect_timeout}")
+        for name in ("raw_json", "wait", "color"):
+            v.flag(getattr(self, name), name)
+        if self.count is not None:
+            v.integer(self.count, "count", 1)
+        v.integer(self.backlog, "backlog", 0)
+        v.integer(self.max_retries, "max_retries", 0)
+        object.__setattr__(self, "connect_timeout",
+                           v.duration(self.connect_timeout, "connect_timeout", 0, low_open=True))
+        for name in ("backoff_base", "backoff_cap"):
+            object.__setattr__(self, name, v.duration(getattr(self, name), name, 0))
 
 
 def ws_url(url: str) -> str:

@@ -1,8 +1,12 @@
-from datetime import timedelta
+import dataclasses
+from datetime import datetime, timedelta
+from typing import Optional
 
 import pytest
 
 from hyperdash_otel import Config, default_config
+from hyperdash_otel.config import env_parsers
+from hyperdash_otel.server.security import hash_password
 
 
 def test_defaults_are_the_originals_plus_safe_binding():
@@ -101,3 +105,83 @@ def test_from_env_unparsable_value_names_the_variable(env, name):
 def test_from_env_validates_like_the_constructor():
     with pytest.raises(ValueError, match="port"):
         Config.from_env({"HYPERDASH_PORT": "70000"})
+
+
+# -- from_env follows the annotations -----------------------------------------------------------
+
+NOT_DEFAULTS: dict[str, object] = {
+    "enabled": False, "port": 9091, "update_interval": 0.25, "max_clients": 7,
+    "host": "0.0.0.0", "max_jobs": 60, "max_alerts": 30, "collect_system_metrics": False,
+    "max_text_length": 500, "max_custom_series": 20, "history_size": 10,
+    "slow_client_max_skips": 3,
+    "allowed_origins": ("https://a.example.com", "https://*.b.example.com"),
+    "auth_token": "a-token-long-enough",
+    "basic_auth": (f"alice:{hash_password('correct horse', n=2, r=1, p=1)}",),
+    "metrics_token": "scraper-token", "allowed_hosts": ("dash.example.com", ".example.org"),
+    "tls_certfile": "/etc/tls/cert.pem", "tls_keyfile": "/etc/tls/key.pem",
+    "use_global_registry": True, "max_connections": 64, "max_connections_per_ip": 8,
+    "header_timeout": 2.5, "rate_limit": 0.0, "rate_limit_burst": 5,
+    "auth_failures_per_minute": 1.5, "auth_failure_burst": 2,
+    "rate_limit_max_addresses": 100, "stall_after": 90.0,
+}
+"""A valid value other than the default for every field (a new field needs one here)."""
+
+
+def as_env(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    return "" if value is None else str(value)
+
+
+def test_every_field_round_trips_through_from_env():
+    fields = [f.name for f in dataclasses.fields(Config)]
+    assert sorted(NOT_DEFAULTS) == sorted(fields)
+    wanted = Config(**NOT_DEFAULTS)
+    defaults = Config()
+    assert all(getattr(wanted, name) != getattr(defaults, name) for name in fields)
+    env = {f"HYPERDASH_{name.upper()}": as_env(getattr(wanted, name)) for name in fields}
+    assert Config.from_env(env) == wanted
+    # And back: the defaults, written out, read as the defaults ("auto" for the caps).
+    env = {f"HYPERDASH_{name.upper()}": as_env(getattr(defaults, name)) for name in fields}
+    assert Config.from_env(env) == defaults
+
+
+@pytest.mark.parametrize(("variable", "raw", "says"), [
+    ("HYPERDASH_PORT", "eighty", "expected an integer, got 'eighty'"),
+    ("HYPERDASH_ENABLED", "maybe", "expected a boolean (true/false), got 'maybe'"),
+    ("HYPERDASH_UPDATE_INTERVAL", "fast", "expected seconds, got 'fast'"),
+    ("HYPERDASH_HEADER_TIMEOUT", "soon", "expected seconds, got 'soon'"),
+    ("HYPERDASH_RATE_LIMIT", "lots", "expected a number, got 'lots'"),
+    ("HYPERDASH_MAX_CONNECTIONS", "many", "expected an integer or 'auto', got 'many'"),
+])
+def test_from_env_says_what_the_annotation_expects(variable, raw, says):
+    with pytest.raises(ValueError) as error:
+        Config.from_env({variable: raw})
+    assert str(error.value) == f"{variable}: {says}"
+
+
+def test_optional_caps_read_auto_or_empty_as_none():
+    for raw in ("auto", "AUTO", ""):
+        assert Config.from_env({"HYPERDASH_MAX_CONNECTIONS": raw}).max_connections is None
+
+
+def test_an_annotation_from_env_cannot_parse_fails_loudly():
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Settings:
+        port: int = 1
+        started: datetime | None = None
+
+    with pytest.raises(TypeError, match=r"Settings\.started: from_env has no parser"):
+        env_parsers(Settings)
+
+
+def test_either_spelling_of_an_optional_annotation_is_understood():
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Settings:
+        cap: Optional[int] = None  # noqa: UP045 - the spelling under test
+        name: str | None = None
+
+    parsers = env_parsers(Settings)
+    assert (parsers["cap"]("auto"), parsers["cap"]("3"), parsers["name"]("")) == (None, 3, None)

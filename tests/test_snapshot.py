@@ -2,12 +2,17 @@
 
 import json
 import math
+from dataclasses import replace
 from datetime import datetime, timezone
+
+import pytest
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from hyperdash_otel import SNAPSHOT_FIELDS, build_snapshot
+from hyperdash_otel.snapshot import snapshot_fields
 from hyperdash_otel.stores import Alert, JobRecord
+from hyperdash_otel.telemetry import METRICS, MetricSpec
 
 NOW = datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc)
 
@@ -91,3 +96,67 @@ def test_target_info_is_not_custom():
     snap = build_snapshot([gauge("target_info", 1, service_name="x")], [], [], "healthy",
                           now=NOW)
     assert snap["custom"] == {}
+
+
+def test_snapshot_fields_are_the_originals_keys_order_and_types():
+    # Derived from METRICS; the original's message is the contract, so it is spelled out here.
+    assert list(SNAPSHOT_FIELDS.items()) == [
+        ("timestamp", str), ("jobs_active", int), ("jobs_completed", int),
+        ("jobs_failed", int), ("jobs_pending", int), ("queue_length", int),
+        ("http_requests", int), ("http_errors", int), ("avg_response_time", float),
+        ("memory_usage", int), ("cpu_usage", float), ("goroutines", int),
+        ("active_connections", int), ("provider_stats", dict), ("recent_jobs", list),
+        ("system_health", str), ("alerts", list),
+    ]
+
+
+QUEUE_AGE = MetricSpec("queue_age", "hyperdash.queue.age", "gauge", "s",
+                       "Age of the oldest queued job", "hyperdash_queue_age_seconds",
+                       to_snapshot=1000.0, json=int, initial=0)
+"""A field the original does not have: one row is all the Python side needs."""
+
+
+def test_a_new_field_is_one_row_in_the_table():
+    table = (*METRICS, QUEUE_AGE)
+    families = [gauge("hyperdash_queue_age_seconds", 2.5), gauge("hyperdash_jobs_active", 4),
+                gauge("my_app_gauge", 7)]
+    snap = build_snapshot(families, [], [], "healthy", now=NOW, table=table)
+    # Scaled (s -> ms) and typed as the row says, right after the last scalar field.
+    assert snap["queue_age"] == 2500 and type(snap["queue_age"]) is int
+    keys = list(snapshot_fields(table))
+    assert keys.index("queue_age") == keys.index("active_connections") + 1
+    assert list(snap)[: len(keys)] == keys
+    assert {k: type(snap[k]) for k in keys} == snapshot_fields(table)
+    # The table's family is the field, not a custom metric; the user's stays custom.
+    assert snap["custom"] == {"my_app_gauge": 7}
+    assert snap["jobs_active"] == 4
+    # The default table knows nothing of it.
+    default = build_snapshot(families, [], [], "healthy", now=NOW)
+    assert "queue_age" not in default and default["custom"]["hyperdash_queue_age_seconds"] == 2.5
+    # Recording goes the other way: 2500 ms is 2.5 s.
+    assert QUEUE_AGE.recorded(2500) == 2.5
+
+
+def test_a_float_field_keeps_the_rows_digits():
+    row = replace(QUEUE_AGE, json=float, digits=1)
+    snap = build_snapshot([gauge("hyperdash_queue_age_seconds", 0.01234)], [], [], "healthy",
+                          now=NOW, table=(*METRICS, row))
+    assert snap["queue_age"] == 12.3 and type(snap["queue_age"]) is float
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"json": None}, "JSON type exactly when it has a field"),
+    ({"field": None}, "JSON type exactly when it has a field"),
+    ({"attributes": ("queue",)}, "only an unlabelled series"),
+    ({"kind": "counter", "initial": 5}, "can only start at 0"),
+    ({"to_snapshot": 0.0}, "to_snapshot"),
+])
+def test_a_malformed_row_is_refused(changes, reason):
+    with pytest.raises(ValueError, match=reason):
+        replace(QUEUE_AGE, **changes)
+
+
+def test_a_table_without_the_labelled_fields_is_refused():
+    table = tuple(m for m in METRICS if m.field != "provider_stats")
+    with pytest.raises(ValueError, match="provider_stats"):
+        build_snapshot([], [], [], "healthy", now=NOW, table=table)

@@ -61,6 +61,28 @@ def test_cards_show_api_values_within_two_ticks(ui, dash):
     assert (ui.card("http-requests"), ui.card("avg-response")) == ("2.5M", "8.3 ms")
 
 
+def test_a_card_is_markup_only_and_the_failed_card_alarms(ui, dash):
+    ui.open()
+    ui.wait_ticks(1)
+    assert ui.page.get_attribute("#card-jobs-failed", "class") == "card card-danger"
+    # A card for a key no card shows yet: the markup alone, no script change.
+    ui.page.evaluate("""() => {
+        const card = document.createElement("article");
+        card.className = "card";
+        card.innerHTML = '<p id="value-extra" class="card-value" data-field="active_connections"'
+            + ' data-format="count" data-suffix=" open" data-value="0">0</p>';
+        card.dataset.alarmField = "jobs_pending";
+        card.id = "card-extra";
+        document.querySelector(".cards").append(card);
+    }""")
+    dash.update_job_metrics(1, 2, 3, 4500, 5)
+    ui.wait_ticks(2)
+    assert ui.page.text_content("#value-extra") == "1 open"
+    assert ui.page.get_attribute("#value-extra", "data-value") == "1"
+    assert ui.page.get_attribute("#card-extra", "class") == "card card-alarm"
+    assert ui.page.get_attribute("#card-jobs-failed", "class") == "card card-danger card-alarm"
+
+
 def test_status_header_shows_health_viewers_and_clock(ui, dash):
     ui.open()
     assert ui.page.get_attribute("#health-badge", "data-health") == "healthy"

@@ -1,5 +1,8 @@
-// The eight overview cards. Each value element carries the raw number in data-value
-// (for tests and scripts) and the formatted text for people.
+// The overview cards. The page's markup is the card list: every element with a
+// data-field attribute shows that key of the Metrics message, formatted by the
+// formatter its data-format names, followed by its data-suffix. An element that
+// carries data-value (the cards' big numbers) also gets the raw number there, for
+// tests and scripts. A card with data-alarm-field is marked while that key is > 0.
 
 import {
   formatCount,
@@ -9,42 +12,29 @@ import {
   toNumber,
 } from "./format.js";
 
-const plain = (n) => String(Math.round(n));
-
-/** card id suffix -> [metrics key, formatter] */
-export const CARDS = {
-  "jobs-active": ["jobs_active", plain],
-  "jobs-completed": ["jobs_completed", plain],
-  "jobs-failed": ["jobs_failed", plain],
-  "queue-length": ["queue_length", plain],
-  "http-requests": ["http_requests", formatCount],
-  "avg-response": ["avg_response_time", formatMillis],
-  memory: ["memory_usage", formatMegabytes],
-  cpu: ["cpu_usage", formatPercent],
-};
-
-/** The smaller line under a card: "[metrics key, formatter]". */
-const NOTES = {
-  "queue-length": ["jobs_pending", (n) => `${plain(n)} pending`],
-  "http-requests": ["http_errors", (n) => `${formatCount(n)} errors`],
-  cpu: ["goroutines", (n) => `${plain(n)} threads`],
+/** data-format name -> formatter. */
+export const FORMATS = {
+  plain: (n) => String(Math.round(n)),
+  count: formatCount,
+  millis: formatMillis,
+  megabytes: formatMegabytes,
+  percent: formatPercent,
 };
 
 function setText(element, text) {
-  if (element && element.textContent !== text) element.textContent = text;
+  if (element.textContent !== text) element.textContent = text;
 }
 
 export function updateCards(metrics) {
-  for (const [name, [key, format]] of Object.entries(CARDS)) {
-    const element = document.getElementById(`value-${name}`);
-    if (!element) continue;
-    const value = toNumber(metrics[key]);
-    setText(element, format(value));
-    element.dataset.value = String(value);
+  // Looked up on every message (a dozen elements): a card added to the page later shows too.
+  for (const element of document.querySelectorAll(".cards [data-field]")) {
+    const { field, format, suffix } = element.dataset;
+    const value = toNumber(metrics[field]);
+    const formatter = Object.hasOwn(FORMATS, format) ? FORMATS[format] : FORMATS.plain;
+    setText(element, formatter(value) + (suffix ?? ""));
+    if (element.dataset.value !== undefined) element.dataset.value = String(value);
   }
-  for (const [name, [key, format]] of Object.entries(NOTES)) {
-    setText(document.getElementById(`note-${name}`), format(toNumber(metrics[key])));
+  for (const card of document.querySelectorAll(".cards [data-alarm-field]")) {
+    card.classList.toggle("card-alarm", toNumber(metrics[card.dataset.alarmField]) > 0);
   }
-  const failed = document.getElementById("card-jobs-failed");
-  if (failed) failed.classList.toggle("card-alarm", toNumber(metrics.jobs_failed) > 0);
 }
