@@ -304,10 +304,33 @@ def write_now(stream: IOStream, data: bytes) -> None:
     garbage collector. This does the rest of what ``write`` does (Tornado 6.x internals;
     ``tests/server/test_websocket.py`` holds it to Tornado's behaviour): the same buffer
     limit, the same bookkeeping, an immediate attempt to send, a wakeup for the rest.
+
+    On a plain TCP stream with nothing queued (the fan-out's usual case) the bytes go
+    straight to ``socket.send``, as asyncio's ``transport.write`` does: only what the
+    kernel did not take enters Tornado's buffer. TLS streams take Tornado's own path.
     """
     if stream.closed():
         raise StreamClosedError(real_error=stream.error)
     buffer = stream._write_buffer
+    if not buffer and type(stream) is IOStream:
+        try:
+            sent = stream.socket.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:  # what _handle_write does with a write error
+            stream.close(exc_info=exc)
+            return
+        stream._total_write_index += len(data)
+        stream._total_write_done_index += sent
+        if sent == len(data):
+            return
+        data = data[sent:]
+        limit = stream.max_write_buffer_size
+        if limit is not None and len(data) > limit:
+            raise StreamBufferFullError("Reached maximum write buffer size")
+        buffer.append(data)
+        stream._add_io_state(IOLoop.WRITE)
+        return
     limit = stream.max_write_buffer_size
     if limit is not None and len(buffer) + len(data) > limit:
         raise StreamBufferFullError("Reached maximum write buffer size")
@@ -393,12 +416,26 @@ class StreamHandler(_Common, WebSocketHandler):
             stream.socket.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
         except OSError:  # not TCP (a test's socketpair) or an old kernel: skip the cap
             log.debug("hyperdash: TCP_NOTSENT_LOWAT not available", exc_info=True)
-        stream.max_write_buffer_size = self.ctx.fanout.history_bytes + WRITE_BUFFER_SLACK
+        fanout = self.ctx.fanout
+        stream.max_write_buffer_size = fanout.history_bytes + WRITE_BUFFER_SLACK
         self.set_nodelay(True)
-        self.ctx.fanout.subscribe(self)
+        settings = self.settings
+        fanout.keep_alive(settings.get("websocket_ping_interval"),
+                          settings.get("websocket_ping_timeout"))
+        fanout.subscribe(self)
+
+    @property
+    def ping_interval(self) -> float | None:
+        """None: no ping task per connection. The fan-out pings every client from one
+        timer with the application's ``websocket_ping_interval``/``_timeout``
+        (:meth:`FanOut.keep_alive <hyperdash_otel.server.stream.FanOut.keep_alive>`)."""
+        return None
 
     def on_message(self, message: str | bytes) -> None:
         """Ignored: the stream is one-way (oversized messages are refused by Tornado)."""
+
+    def on_pong(self, data: bytes) -> None:
+        self.ctx.fanout.pong(self)
 
     def on_close(self) -> None:
         self.ctx.fanout.unsubscribe(self)

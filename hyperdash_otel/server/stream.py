@@ -9,6 +9,9 @@ Per client and tick the fan-out does one thing: hand the shared, already framed 
 client's socket buffer. No task, future or copy is made per client (see
 :meth:`StreamHandler.send <hyperdash_otel.server.handlers.StreamHandler.send>`): at thousands
 of connections the garbage collector, not the sockets, is what a per-client allocation costs.
+For the same reason one timer pings every client (:meth:`FanOut.keep_alive`), instead of a
+task and two timers per connection, and a new client gets its history as one prepared
+write in which only the newest message carries the job and alert lists.
 """
 
 from __future__ import annotations
@@ -31,18 +34,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLOSE_GOING_AWAY",
+    "CLOSE_NORMAL",
     "CLOSE_TOO_SLOW",
     "FanOut",
     "Frame",
+    "PING_FRAME",
     "Sink",
     "Ticker",
     "encode_snapshot",
+    "light_snapshot",
     "next_tick",
     "text_frame",
 ]
 
 log = logging.getLogger("hyperdash_otel.server")
 
+CLOSE_NORMAL = 1000
+"""Close code for a client that did not answer a ping in time (as Tornado closes it)."""
 CLOSE_GOING_AWAY = 1001
 """Close code sent to every client when the server stops."""
 CLOSE_TOO_SLOW = 1008
@@ -54,6 +62,25 @@ def encode_snapshot(snapshot: dict[str, Any]) -> bytes:
     return json.dumps(
         snapshot, separators=(",", ":"), allow_nan=False, ensure_ascii=False
     ).encode("utf-8")
+
+
+LIGHT_EMPTY: dict[str, Any] = {"recent_jobs": [], "alerts": [], "custom": {}}
+"""What an older replayed message leaves out: the lists only the newest message is shown
+with. The charts need the numbers of every message, never these."""
+
+PING_FRAME = b"\x89\x00"
+"""An empty WebSocket ping, the same two bytes for every client."""
+
+
+def light_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """``snapshot`` with every key kept and the job, alert and custom lists emptied.
+
+    >>> light_snapshot({"timestamp": "t", "jobs_active": 2, "recent_jobs": [{"id": "a"}],
+    ...                 "alerts": [{"title": "x"}], "custom": {"queue": 3}})
+    {'timestamp': 't', 'jobs_active': 2, 'recent_jobs': [], 'alerts': [], 'custom': {}}
+    """
+    return {key: LIGHT_EMPTY.get(key, value)
+            for key, value in snapshot.items()}
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -81,6 +108,9 @@ class Frame:
     frame: bytes
     at: float
     """Wall-clock time of the snapshot (``time.time()``)."""
+    light: bytes = b""
+    """The same message framed with empty job, alert and custom lists
+    (:func:`light_snapshot`), for replays; empty to replay the full frame."""
 
 
 class Sink(Protocol):
@@ -97,12 +127,13 @@ class Sink(Protocol):
 
 
 class _Seat:
-    __slots__ = ("sink", "since", "skips")
+    __slots__ = ("awaiting_pong", "since", "sink", "skips")
 
     def __init__(self, sink: Sink, since: int) -> None:
         self.sink = sink
         self.since = since
         self.skips = 0
+        self.awaiting_pong = False
 
 
 class FanOut:
@@ -112,12 +143,16 @@ class FanOut:
       bound holds however many upgrades race), ``release()`` gives it back when the
       connection has gone.
     * ``subscribe()`` counts the client in ``hyperdash.websocket.connections`` and replays the
-      history (oldest first). It then receives every tick that *starts* after it joined,
-      so each live message's ``active_connections`` already includes it.
+      history (oldest first) in one write: every message with all its keys, the older
+      ones light (:func:`light_snapshot`), the newest in full. It then receives every
+      tick that *starts* after it joined, so each live message's ``active_connections``
+      already includes it.
     * ``publish()`` writes a tick's frame to each client whose previous frame has left the
       process; a client still holding unsent bytes is skipped (it gets a newer frame
       later), and after ``max_skips`` consecutive skips it is closed with
       :data:`CLOSE_TOO_SLOW`.
+    * ``keep_alive()`` pings every client from one timer and closes those that did not
+      answer within the timeout.
     """
 
     def __init__(
@@ -133,7 +168,9 @@ class FanOut:
         self._reserved = 0
         self._seats: dict[Sink, _Seat] = {}
         self._history: deque[Frame] = deque(maxlen=history_size)
-        self._history_bytes = 0
+        self._replay: bytes | None = b""
+        """What a new client is sent: built on the first subscribe after a tick."""
+        self._pinger: asyncio.Task[None] | None = None
         self._next_seq = 0
         self.latest: Frame | None = None
         self.closed = False
@@ -178,7 +215,20 @@ class FanOut:
     @property
     def history_bytes(self) -> int:
         """Size of the framed history a new client is sent on connect."""
-        return self._history_bytes
+        return len(self.replay())
+
+    def replay(self) -> bytes:
+        """The history as a new client receives it: one buffer of frames, oldest first,
+        the newest in full and the others light."""
+        replay = self._replay
+        if replay is None:
+            frames = self._history
+            last = len(frames) - 1
+            replay = self._replay = b"".join(
+                frame.frame if i == last or not frame.light else frame.light
+                for i, frame in enumerate(frames)
+            )
+        return replay
 
     # -- subscribers ------------------------------------------------------------------------
 
@@ -191,9 +241,11 @@ class FanOut:
         if self._connections is not None:
             self._connections.add(1)
         self._seats[sink] = _Seat(sink, self._next_seq)
+        replay = self.replay()
+        if not replay:
+            return
         try:
-            for frame in self._history:
-                sink.send(frame.frame)
+            sink.send(replay)
         except Exception:  # a broken connection must not break the others
             log.debug("hyperdash: sending history failed", exc_info=True)
             self._evict(sink, CLOSE_GOING_AWAY, "write failed", "write_error")
@@ -226,10 +278,8 @@ class FanOut:
 
     def publish(self, frame: Frame) -> None:
         """Keep ``frame`` in the history and write it to every client able to take it."""
-        if len(self._history) == self._history.maxlen:
-            self._history_bytes -= len(self._history[0].frame)
         self._history.append(frame)
-        self._history_bytes += len(frame.frame)
+        self._replay = None
         self.latest = frame
         data = frame.frame
         seq = frame.seq
@@ -256,10 +306,64 @@ class FanOut:
         for sink in failed:
             self._evict(sink, CLOSE_GOING_AWAY, "write failed", "write_error")
 
+    # -- keep-alive -------------------------------------------------------------------------
+
+    def keep_alive(self, interval: float | None, timeout: float | None) -> None:
+        """Ping every client each ``interval`` seconds from one task on the running loop,
+        and close with 1000 "ping timed out" each that has not answered ``timeout``
+        seconds later (0 or None: never). Idempotent; ``close_all()`` stops it.
+
+        Tornado would run a task with two timers per connection for the same guarantee;
+        at 10,000 clients those wake-ups cost more than the pings themselves.
+        """
+        if self._pinger is not None or self.closed or not interval or interval <= 0:
+            return
+        wait = min(timeout or 0.0, interval)
+        self._pinger = asyncio.get_running_loop().create_task(
+            self._keep_alive(interval, wait), name="hyperdash-keepalive")
+
+    async def _keep_alive(self, interval: float, timeout: float) -> None:
+        await asyncio.sleep(interval)
+        while True:
+            self.ping_all()
+            if timeout > 0:
+                await asyncio.sleep(timeout)
+                self.drop_unanswered()
+            await asyncio.sleep(interval - timeout)
+
+    def ping_all(self) -> None:
+        """Send a ping to every client; each now owes a pong."""
+        failed: list[Sink] = []
+        for seat in self._seats.values():
+            seat.awaiting_pong = True
+            try:
+                seat.sink.send(PING_FRAME)
+            except Exception:
+                log.debug("hyperdash: ping to a client failed", exc_info=True)
+                failed.append(seat.sink)
+        for sink in failed:
+            self._evict(sink, CLOSE_GOING_AWAY, "write failed", "write_error")
+
+    def pong(self, sink: Sink) -> None:
+        """``sink`` answered a ping."""
+        seat = self._seats.get(sink)
+        if seat is not None:
+            seat.awaiting_pong = False
+
+    def drop_unanswered(self) -> int:
+        """Close every client that has not answered the last ping; returns how many."""
+        silent = [seat.sink for seat in self._seats.values() if seat.awaiting_pong]
+        for sink in silent:
+            self._evict(sink, CLOSE_NORMAL, "ping timed out", "ping_timeout")
+        return len(silent)
+
     def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down"
                   ) -> int:
         """Close every client and admit no more (server shutdown); returns how many."""
         self.closed = True
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None
         sinks = list(self._seats)
         for sink in sinks:
             self._evict(sink, code, reason, "shutdown")
@@ -312,8 +416,10 @@ class Ticker:
 
     def _build(self, seq: int) -> Frame:
         at = self._clock()
-        payload = encode_snapshot(self._dashboard.snapshot())
-        return Frame(seq, payload, text_frame(payload), at)
+        snapshot = self._dashboard.snapshot()
+        payload = encode_snapshot(snapshot)
+        light = text_frame(encode_snapshot(light_snapshot(snapshot)))
+        return Frame(seq, payload, text_frame(payload), at, light)
 
     async def tick(self) -> Frame | None:
         """Run one tick now; a failure is logged and counted, never raised."""

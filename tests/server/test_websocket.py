@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from hyperdash_otel import JobInfo
 from hyperdash_otel.server.handlers import NOTSENT_LOWAT, StreamHandler, write_now
-from hyperdash_otel.server.stream import CLOSE_GOING_AWAY, CLOSE_TOO_SLOW
+from hyperdash_otel.server.stream import CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, light_snapshot
 
 MANUAL = 3600.0  # ticks once at start, then only when a test calls tick()
 
@@ -48,17 +48,25 @@ def rejected(s: Any, reason: str) -> float:
 
 
 def test_history_on_connect_oldest_first_then_every_tick(serve: Callable[..., Any]) -> None:
+    """The replay: every retained tick with all its keys and numbers (what the charts
+    need); the job, alert and custom lists only in the newest, which the page shows."""
     s = serve(update_interval=MANUAL, history_size=5)
+    s.dash.add_job(JobInfo(id="j1", name="export web-01", status="running", provider="aws"))
+    s.dash.add_alert("warning", "disk almost full")
     frames = [s.tick() for _ in range(7)]
-    history = [f.payload.decode() for f in s.ctx.fanout.history]
-    assert history == [f.payload.decode() for f in frames[-5:]]
+    assert [f.seq for f in s.ctx.fanout.history] == [f.seq for f in frames[-5:]]
+    full = [json.loads(f.payload) for f in frames[-5:]]
+    assert all(m["recent_jobs"] and m["alerts"] for m in full)
     client = s.ws()
-    assert recv_n(client, 5) == history
+    got = [json.loads(m) for m in recv_n(client, 5)]
+    assert got[-1] == full[-1]
+    assert got[:-1] == [light_snapshot(m) for m in full[:-1]]
+    assert all(list(m) == list(full[-1]) for m in got)  # every key, in the same order
     assert_nothing_pending(client)
     live = s.tick()
     assert client.recv(timeout=5) == live.payload.decode()
-    stamps = [json.loads(m)["timestamp"] for m in history] + [json.loads(live.payload)["timestamp"]]
-    assert stamps == sorted(stamps) and len(set(stamps)) == 6
+    stamps = [m["timestamp"] for m in got] + [json.loads(live.payload)["timestamp"]]
+    assert stamps == sorted(stamps)
 
 
 def test_an_update_is_in_the_next_tick(serve: Callable[..., Any]) -> None:
