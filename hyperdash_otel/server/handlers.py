@@ -18,6 +18,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
@@ -416,6 +417,10 @@ class StreamHandler(_Common, WebSocketHandler):
             stream.socket.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
         except OSError:  # not TCP (a test's socketpair) or an old kernel: skip the cap
             log.debug("hyperdash: TCP_NOTSENT_LOWAT not available", exc_info=True)
+        # The 101 response is written and its headers are never read again (Tornado's
+        # set_header and friends now refuse to run); at about 1 KB they were the largest
+        # thing this handler kept for the life of the connection.
+        self._headers = HTTPHeaders()
         fanout = self.ctx.fanout
         stream.max_write_buffer_size = fanout.history_bytes + WRITE_BUFFER_SLACK
         self.set_nodelay(True)
