@@ -11,6 +11,7 @@ import gzip
 import json
 import logging
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +19,12 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+try:  # SIOCOUTQ, for the keep-alive rounds; elsewhere every client is simply pinged
+    from fcntl import ioctl
+    from termios import TIOCOUTQ
+except ImportError:  # pragma: no cover (not POSIX)
+    ioctl = None  # type: ignore[assignment]
+    TIOCOUTQ = 0
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
@@ -61,6 +68,7 @@ PLACEHOLDER_PAGE = (
 # fan-out keeps writing for minutes; with it the skip rule starts within a few ticks.
 NOTSENT_LOWAT = 64 * 1024
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # 25 on Linux
+_INT_ZERO = bytes(4)  # the ioctl's int argument (SIOCOUTQ, named TIOCOUTQ in termios)
 WRITE_BUFFER_SLACK = 4 * 1024 * 1024
 """Tornado-side cap per WebSocket beyond the history replayed on connect. After the replay
 the fan-out writes only into an empty buffer, so one frame plus control frames is the
@@ -310,10 +318,10 @@ def write_now(stream: IOStream, data: bytes) -> None:
     straight to ``socket.send``, as asyncio's ``transport.write`` does: only what the
     kernel did not take enters Tornado's buffer. TLS streams take Tornado's own path.
     """
-    if stream.closed():
+    if stream._closed:  # closed() and len() below without their calls: once per client and tick
         raise StreamClosedError(real_error=stream.error)
     buffer = stream._write_buffer
-    if not buffer and type(stream) is IOStream:
+    if not buffer._size and type(stream) is IOStream:
         try:
             sent = stream.socket.send(data)
         except BlockingIOError:
@@ -450,12 +458,25 @@ class StreamHandler(_Common, WebSocketHandler):
 
     def unsent(self) -> int:
         out = self._out
-        return 0 if out is None else len(out._write_buffer)
+        # _StreamBuffer's own counter: len() would be one more Python call per client.
+        return 0 if out is None else out._write_buffer._size  # type: ignore[no-any-return]
+
+    def unacked(self) -> int:
+        out = self._out
+        sock = None if out is None else out.socket
+        if sock is None or ioctl is None:
+            return 1  # unknown: the keep-alive round pings it
+        try:
+            queued = ioctl(sock.fileno(), TIOCOUTQ, _INT_ZERO)
+        except OSError:  # closed meanwhile: on_close follows
+            return 1
+        return int.from_bytes(queued, sys.byteorder, signed=True)
 
     def send(self, frame: bytes) -> None:
         ws = self.ws_connection
         out = self._out
-        if ws is None or out is None or ws.is_closing():
+        # is_closing() without its two calls (this runs for every client on every tick).
+        if ws is None or out is None or ws.server_terminated or ws.client_terminated:
             return  # on_close follows and unsubscribes
         write_now(out, frame)
 

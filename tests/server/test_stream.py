@@ -34,11 +34,15 @@ class FakeSink:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
         self.backlog = 0
+        self.in_flight = 0
         self.closed: tuple[int, str] | None = None
         self.fail: Exception | None = None
 
     def unsent(self) -> int:
         return self.backlog
+
+    def unacked(self) -> int:
+        return self.in_flight
 
     def send(self, frame: bytes) -> None:
         if self.fail is not None:
@@ -141,13 +145,13 @@ def test_a_client_joining_before_the_first_tick_gets_no_replay() -> None:
     assert sink.frames == [f.frame]
 
 
-def test_one_ping_round_for_every_client_and_the_silent_ones_closed() -> None:
+def test_with_no_tick_since_the_last_round_every_client_is_pinged() -> None:
     fan = fanout()
     answering, silent, failing = FakeSink(), FakeSink(), FakeSink()
     for s in (answering, silent, failing):
         fan.subscribe(s)
     failing.fail = OSError("connection reset")
-    fan.ping_all()
+    assert fan.ping_round() == 3
     assert answering.frames == silent.frames == [PING_FRAME]
     assert failing.closed is not None and failing.closed[0] == CLOSE_GOING_AWAY
     fan.pong(answering)
@@ -161,19 +165,38 @@ def test_one_ping_round_for_every_client_and_the_silent_ones_closed() -> None:
     assert fan.clients == 2
 
 
+def test_a_client_that_acknowledged_every_tick_is_not_pinged() -> None:
+    fan = fanout()
+    acked, in_flight, backlogged = FakeSink(), FakeSink(), FakeSink()
+    for s in (acked, in_flight, backlogged):
+        fan.subscribe(s)
+    f = tick(fan)
+    in_flight.in_flight = 1200  # the peer has not acknowledged it (gone, or just slow)
+    backlogged.backlog = 500  # still in Tornado's buffer
+    assert fan.ping_round() == 2
+    assert acked.frames == [f.frame]
+    assert in_flight.frames[-1] == backlogged.frames[-1] == PING_FRAME
+    assert fan.drop_unanswered() == 2
+    assert acked.closed is None and fan.clients == 1
+    # No tick since that round: no fresh evidence, so the next round pings it too.
+    assert fan.ping_round() == 1
+    assert acked.frames[-1] == PING_FRAME
+
+
 def test_keep_alive_runs_one_task_for_all_clients_until_close_all() -> None:
     async def main() -> tuple[list[bytes], tuple[int, str] | None, int]:
         fan = fanout()
         answering, silent = FakeSink(), FakeSink()
         fan.subscribe(answering)
         fan.subscribe(silent)
-        real_ping_all = fan.ping_all
+        real_round = fan.ping_round
 
-        def ping_all() -> None:
-            real_ping_all()
+        def ping_round() -> int:
+            pinged = real_round()
             fan.pong(answering)  # answers every ping at once
+            return pinged
 
-        fan.ping_all = ping_all  # type: ignore[method-assign]
+        fan.ping_round = ping_round  # type: ignore[method-assign]
         before = len(asyncio.all_tasks())
         fan.keep_alive(0.02, 0.01)
         fan.keep_alive(0.02, 0.01)  # idempotent: still one task

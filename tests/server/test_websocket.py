@@ -242,6 +242,32 @@ def test_keepalive_pings_close_a_silent_peer(serve: Callable[..., Any], raw_ws: 
     answering.recv(timeout=5)
 
 
+def test_unacked_is_what_the_peer_has_not_acknowledged(serve: Callable[..., Any],
+                                                        raw_ws: Any, wait: Any) -> None:
+    """The evidence the keep-alive round goes by: 0 once a reading peer's TCP has taken
+    a tick, more than 0 while a peer that stopped reading leaves ticks unacknowledged."""
+    s = serve(update_interval=MANUAL, history_size=1)
+    for i in range(50):  # ~60 KB frames: a small window is full after one
+        s.dash.add_job(JobInfo(id=f"job-{i:03d}", name="n" * 1000, provider="aws"))
+    reader, head = raw_ws(s.port)
+    assert head.startswith(b"HTTP/1.1 101")
+    wait(lambda: s.ctx.fanout.clients == 1)
+    handler = server_stream(s)
+    s.tick()
+    reader.settimeout(5)
+    got = 0
+    while got < 50_000:
+        got += len(reader.recv(1 << 20))
+    wait(lambda: handler.unacked() == 0, what="the reader's TCP to acknowledge the tick")
+    stuck, head = raw_ws(s.port, rcvbuf=4096)  # never reads
+    assert head.startswith(b"HTTP/1.1 101")
+    wait(lambda: s.ctx.fanout.clients == 2)
+    stuck_handler = next(h for h in s.ctx.fanout.sinks() if h is not handler)
+    for _ in range(3):
+        s.tick()
+    wait(lambda: stuck_handler.unacked() > 0, what="ticks the stuck peer cannot take")  # type: ignore[attr-defined]
+
+
 def server_stream(s: Any) -> StreamHandler:
     sinks = s.ctx.fanout.sinks()
     assert len(sinks) == 1
