@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 try:  # SIOCOUTQ, for the keep-alive rounds; elsewhere every client is simply pinged
     from fcntl import ioctl
-    from termios import TIOCOUTQ
+    from termios import TIOCOUTQ as SIOCOUTQ
 except ImportError:  # pragma: no cover (not POSIX)
     ioctl = None  # type: ignore[assignment]
-    TIOCOUTQ = 0
+    SIOCOUTQ = 0
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
@@ -459,7 +459,7 @@ class StreamHandler(_Common, WebSocketHandler):
     def unsent(self) -> int:
         out = self._out
         # _StreamBuffer's own counter: len() would be one more Python call per client.
-        return 0 if out is None else out._write_buffer._size  # type: ignore[no-any-return]
+        return 0 if out is None else out._write_buffer._size
 
     def unacked(self) -> int:
         out = self._out
@@ -467,7 +467,7 @@ class StreamHandler(_Common, WebSocketHandler):
         if sock is None or ioctl is None:
             return 1  # unknown: the keep-alive round pings it
         try:
-            queued = ioctl(sock.fileno(), TIOCOUTQ, _INT_ZERO)
+            queued = ioctl(sock.fileno(), SIOCOUTQ, _INT_ZERO)
         except OSError:  # closed meanwhile: on_close follows
             return 1
         return int.from_bytes(queued, sys.byteorder, signed=True)
