@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 try:  # SIOCOUTQ, for the keep-alive rounds; elsewhere every client is simply pinged
-    from fcntl import ioctl
-    from termios import TIOCOUTQ as SIOCOUTQ
+    import fcntl
+    import termios
+
+    SIOCOUTQ: int | None = termios.TIOCOUTQ
 except ImportError:  # pragma: no cover (not POSIX)
-    ioctl = None  # type: ignore[assignment]
-    SIOCOUTQ = 0
+    SIOCOUTQ = None
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
@@ -464,10 +465,10 @@ class StreamHandler(_Common, WebSocketHandler):
     def unacked(self) -> int:
         out = self._out
         sock = None if out is None else out.socket
-        if sock is None or ioctl is None:
+        if sock is None or SIOCOUTQ is None:
             return 1  # unknown: the keep-alive round pings it
         try:
-            queued = ioctl(sock.fileno(), SIOCOUTQ, _INT_ZERO)
+            queued = fcntl.ioctl(sock.fileno(), SIOCOUTQ, _INT_ZERO)
         except OSError:  # closed meanwhile: on_close follows
             return 1
         return int.from_bytes(queued, sys.byteorder, signed=True)
