@@ -24,6 +24,7 @@ from hyperdash_otel.server.stream import (
     Frame,
     Ticker,
     encode_snapshot,
+    gc_paused,
     light_snapshot,
     next_tick,
     text_frame,
@@ -424,3 +425,42 @@ def test_current_payload_before_the_first_tick_builds_one(dash: Dashboard) -> No
 
     assert json.loads(asyncio.run(main()))["jobs_active"] == 4
     assert fan.latest is None  # built for the caller, not published
+
+
+def test_gc_paused_pauses_the_collector_and_restores_it() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():  # nested (two dashboards ticking at once)
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        raise RuntimeError("a tick failed")
+    assert gc.isenabled()
+    gc.disable()  # an application that runs without the collector keeps it off
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_tick_builds_with_the_collector_paused(dash: Dashboard,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    seen: list[bool] = []
+    real = dash.snapshot
+
+    def watched(now: Any = None) -> dict[str, Any]:
+        seen.append(gc.isenabled())
+        return real()
+
+    monkeypatch.setattr(dash, "snapshot", watched)
+    run_ticker(dash, lambda t: t.ticks >= 2)
+    assert seen and not any(seen)
+    assert gc.isenabled()
