@@ -10,7 +10,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from hyperdash_otel import Dashboard, JobInfo
+
+pytestmark = pytest.mark.browser
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
