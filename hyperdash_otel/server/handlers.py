@@ -459,8 +459,12 @@ class StreamHandler(_Common, WebSocketHandler):
 
     def unsent(self) -> int:
         out = self._out
+        if out is None:
+            return 0
         # _StreamBuffer's own counter: len() would be one more Python call per client.
-        return 0 if out is None else out._write_buffer._size
+        # A stream that closed (its close callback not run yet) has no buffer any more.
+        buffer = out._write_buffer
+        return 0 if buffer is None else buffer._size
 
     def unacked(self) -> int:
         out = self._out

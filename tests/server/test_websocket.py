@@ -21,7 +21,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from hyperdash_otel import JobInfo
 from hyperdash_otel.server.handlers import NOTSENT_LOWAT, StreamHandler, write_now
-from hyperdash_otel.server.stream import CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, light_snapshot
+from hyperdash_otel.server.stream import (
+    CLOSE_GOING_AWAY,
+    CLOSE_TOO_SLOW,
+    FanOut,
+    Frame,
+    light_snapshot,
+    text_frame,
+)
 
 MANUAL = 3600.0  # ticks once at start, then only when a test calls tick()
 
@@ -435,5 +442,32 @@ class TestWriteNow:
             with pytest.raises(StreamClosedError):
                 write_now(a, b"late")
             b.close()
+
+        asyncio.run(main())
+
+    def test_a_closed_stream_still_subscribed_is_evicted_not_fatal(self) -> None:
+        """Between a stream closing and its on_close, a tick must still reach the others."""
+        async def main() -> None:
+            a, b = await self.pair()
+            c, d = await self.pair()
+            fan = FanOut(max_clients=5, history_size=1, max_skips=3)
+            gone, alive = StreamHandler.__new__(StreamHandler), StreamHandler.__new__(StreamHandler)
+            for handler, stream in ((gone, a), (alive, c)):
+                handler._out = stream
+                handler.ws_connection = None
+                handler.drop = lambda code, reason: None  # type: ignore[method-assign]
+            alive.ws_connection = type("Open", (), {"server_terminated": False,
+                                                    "client_terminated": False})()  # type: ignore[assignment]
+            gone.ws_connection = alive.ws_connection
+            fan.subscribe(gone)
+            fan.subscribe(alive)
+            a.close()  # closed; its on_close has not run yet
+            assert gone.unsent() == 0
+            frame = Frame(fan.begin_tick(), b"{}", text_frame(b"{}"), 0.0)
+            fan.publish(frame)
+            assert fan.clients == 1
+            assert await d.read_bytes(len(frame.frame)) == frame.frame
+            for s in (b, c, d):
+                s.close()
 
         asyncio.run(main())
