@@ -11,6 +11,8 @@ tick inflicts on the connections (the tick runs in a thread, but shares the GIL)
 from __future__ import annotations
 
 import asyncio
+import gc
+import threading
 import time
 from typing import Any
 
@@ -41,8 +43,26 @@ def own_series(dash: Dashboard) -> int:
     return sum(len(family.samples) for family in dash.registry.collect())
 
 
-def stall(dash: Dashboard) -> tuple[float, int]:
-    """(longest delay of a 1 ms probe on the serving loop, ticks during the probe)."""
+class GcPauses:
+    """The longest garbage-collector pause (any thread), and how many full collections."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self.full = 0
+        self._started: dict[int, float] = {}
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        me = threading.get_ident()
+        if phase == "start":
+            self._started[me] = time.perf_counter()
+            return
+        self.longest = max(self.longest, time.perf_counter() - self._started.pop(me, 0.0))
+        self.full += info["generation"] == 2
+
+
+def stall(dash: Dashboard) -> tuple[float, int, GcPauses]:
+    """(longest delay of a 1 ms probe on the serving loop, ticks during the probe, GC)."""
+    pauses = GcPauses()
     dash.start_in_thread()
     try:
         session = dash._runner._session  # type: ignore[union-attr]  # bench only
@@ -61,7 +81,12 @@ def stall(dash: Dashboard) -> tuple[float, int]:
                 worst = max(worst, loop.time() - asked - 0.001)
             return worst, ticker.ticks - first
 
-        return asyncio.run_coroutine_threadsafe(probe(), session.loop).result(60)
+        gc.callbacks.append(pauses)
+        try:
+            worst, ticks = asyncio.run_coroutine_threadsafe(probe(), session.loop).result(60)
+        finally:
+            gc.callbacks.remove(pauses)
+        return worst, ticks, pauses
     finally:
         dash.close()
 
@@ -70,8 +95,9 @@ def main() -> None:
     print("\n## One tick against a bare registry.collect(), and the event loop's longest "
           "stall\n")
     print("| series in the registry | registry.collect() | tick (snapshot + encode) | ratio "
-          "| longest loop stall while ticking (1 ms probe) | ticks probed |")
-    print("|---|---|---|---|---|---|")
+          "| longest loop stall while ticking (1 ms probe) | ticks probed "
+          "| longest GC pause (full collections) |")
+    print("|---|---|---|---|---|---|---|")
     for n in SERIES:
         dash = dashboard(n)
         build: Any = Ticker._build  # the worker thread's whole job, without the loop
@@ -83,9 +109,10 @@ def main() -> None:
                              lambda b=build, f=fake: b(f, 0), number=number, rounds=5)
         total = own_series(dash)
         dash.close()
-        worst, ticks = stall(dashboard(n, port=0))
+        worst, ticks, pauses = stall(dashboard(n, port=0))
         print(f"| {total:,} | {fmt_seconds(base)} | {fmt_seconds(cand)} | {cand / base:.2f}x "
-              f"| {worst * 1e3:.1f} ms | {ticks} |", flush=True)
+              f"| {worst * 1e3:.1f} ms | {ticks} | {pauses.longest * 1e3:.1f} ms "
+              f"({pauses.full}) |", flush=True)
 
 
 if __name__ == "__main__":
