@@ -322,7 +322,10 @@ def write_now(stream: IOStream, data: bytes) -> None:
     if stream._closed:  # closed() and len() below without their calls: once per client and tick
         raise StreamClosedError(real_error=stream.error)
     buffer = stream._write_buffer
+    limit = stream.max_write_buffer_size
     if not buffer._size and type(stream) is IOStream:
+        if limit is not None and len(data) > limit:
+            raise StreamBufferFullError("Reached maximum write buffer size")
         try:
             sent = stream.socket.send(data)
         except BlockingIOError:
@@ -334,14 +337,9 @@ def write_now(stream: IOStream, data: bytes) -> None:
         stream._total_write_done_index += sent
         if sent == len(data):
             return
-        data = data[sent:]
-        limit = stream.max_write_buffer_size
-        if limit is not None and len(data) > limit:
-            raise StreamBufferFullError("Reached maximum write buffer size")
-        buffer.append(data)
+        buffer.append(data[sent:])
         stream._add_io_state(IOLoop.WRITE)
         return
-    limit = stream.max_write_buffer_size
     if limit is not None and len(buffer) + len(data) > limit:
         raise StreamBufferFullError("Reached maximum write buffer size")
     buffer.append(data)
@@ -361,6 +359,8 @@ class StreamHandler(_Common, WebSocketHandler):
         self.ctx = ctx
         self._reserved = False
         self._out: IOStream | None = None
+        self._plain = False
+        """The stream is plain TCP (not TLS): frames may go straight to its socket."""
 
     def prepare(self) -> None:
         if not self.authorized():
@@ -422,6 +422,7 @@ class StreamHandler(_Common, WebSocketHandler):
         stream = self.ws_connection.stream
         assert stream is not None
         self._out = stream
+        self._plain = type(stream) is IOStream
         try:
             stream.socket.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
         except OSError:  # not TCP (a test's socketpair) or an old kernel: skip the cap
@@ -484,6 +485,38 @@ class StreamHandler(_Common, WebSocketHandler):
         if ws is None or out is None or ws.server_terminated or ws.client_terminated:
             return  # on_close follows and unsubscribes
         write_now(out, frame)
+
+    def offer(self, frame: bytes) -> bool:
+        # unsent() and send() in one call, with write_now's fast path inlined: the fan-out
+        # makes this call for every client on every tick, and each Python call counts.
+        ws = self.ws_connection
+        out = self._out
+        if ws is None or out is None or ws.server_terminated or ws.client_terminated:
+            return True  # on_close follows and unsubscribes
+        buffer = out._write_buffer
+        if buffer is None:  # closed, its on_close not run yet: the fan-out drops it
+            raise StreamClosedError(real_error=out.error)
+        if buffer._size:
+            return False
+        if not self._plain:
+            write_now(out, frame)
+            return True
+        limit = out.max_write_buffer_size
+        if limit is not None and len(frame) > limit:
+            raise StreamBufferFullError("Reached maximum write buffer size")
+        try:
+            sent = out.socket.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:  # what _handle_write does with a write error
+            out.close(exc_info=exc)
+            return True
+        out._total_write_index += len(frame)
+        out._total_write_done_index += sent
+        if sent < len(frame):
+            buffer.append(frame[sent:])
+            out._add_io_state(IOLoop.WRITE)
+        return True
 
     def drop(self, code: int, reason: str) -> None:
         try:

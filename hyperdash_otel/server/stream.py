@@ -130,6 +130,9 @@ class Sink(Protocol):
     def send(self, frame: bytes) -> None:
         """Queue ``frame`` without waiting; may raise when the connection is gone or full."""
 
+    def offer(self, frame: bytes) -> bool:
+        """``send(frame)`` unless ``unsent()``: then nothing, and False (a skipped tick)."""
+
     def drop(self, code: int, reason: str) -> None:
         """Start closing the connection with this close code and reason."""
 
@@ -301,19 +304,19 @@ class FanOut:
         for seat in self._seats.values():
             if seat.since > seq:
                 continue
-            sink = seat.sink
-            if sink.unsent():
-                seat.skips += 1
-                if seat.skips >= max_skips:
-                    slow.append(sink)
-                continue
-            if seat.skips:
-                seat.skips = 0
             try:
-                sink.send(data)
+                written = seat.sink.offer(data)  # one call per client: this loop is the tick
             except Exception:
                 log.debug("hyperdash: write to a client failed", exc_info=True)
-                failed.append(sink)
+                failed.append(seat.sink)
+                continue
+            if written:
+                if seat.skips:
+                    seat.skips = 0
+            else:
+                seat.skips += 1
+                if seat.skips >= max_skips:
+                    slow.append(seat.sink)
         for sink in slow:
             self._evict(sink, CLOSE_TOO_SLOW, "too slow", "too_slow")
         for sink in failed:

@@ -45,6 +45,12 @@ class FakeSink:
     def unacked(self) -> int:
         return self.in_flight
 
+    def offer(self, frame: bytes) -> bool:
+        if self.backlog:
+            return False
+        self.send(frame)
+        return True
+
     def send(self, frame: bytes) -> None:
         if self.fail is not None:
             raise self.fail

@@ -454,6 +454,7 @@ class TestWriteNow:
             gone, alive = StreamHandler.__new__(StreamHandler), StreamHandler.__new__(StreamHandler)
             for handler, stream in ((gone, a), (alive, c)):
                 handler._out = stream
+                handler._plain = True
                 handler.ws_connection = None
                 handler.drop = lambda code, reason: None  # type: ignore[method-assign]
             alive.ws_connection = type("Open", (), {"server_terminated": False,
