@@ -359,8 +359,6 @@ class StreamHandler(_Common, WebSocketHandler):
         self.ctx = ctx
         self._reserved = False
         self._out: IOStream | None = None
-        self._plain = False
-        """The stream is plain TCP (not TLS): frames may go straight to its socket."""
 
     def prepare(self) -> None:
         if not self.authorized():
@@ -416,6 +414,9 @@ class StreamHandler(_Common, WebSocketHandler):
         if self._reserved:
             self._reserved = False
             self.ctx.fanout.release()
+
+    _plain = False
+    """Set in open(): the stream is plain TCP (not TLS), frames may go straight to its socket."""
 
     def open(self, *args: str, **kwargs: str) -> None:
         assert self.ws_connection is not None
