@@ -482,8 +482,7 @@ class StreamHandler(_Common, WebSocketHandler):
     def send(self, frame: bytes) -> None:
         ws = self.ws_connection
         out = self._out
-        # is_closing() without its two calls (this runs for every client on every tick).
-        if ws is None or out is None or ws.server_terminated or ws.client_terminated:
+        if ws is None or out is None or ws.is_closing():
             return  # on_close follows and unsubscribes
         write_now(out, frame)
 
