@@ -11,6 +11,7 @@ import gzip
 import json
 import logging
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,7 +19,15 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+try:  # SIOCOUTQ, for the keep-alive rounds; elsewhere every client is simply pinged
+    import fcntl
+    import termios
+
+    SIOCOUTQ: int | None = termios.TIOCOUTQ
+except ImportError:  # pragma: no cover (not POSIX)
+    SIOCOUTQ = None
 from prometheus_client.exposition import choose_encoder
+from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
@@ -74,6 +83,7 @@ PLACEHOLDER_PAGE = (
 # fan-out keeps writing for minutes; with it the skip rule starts within a few ticks.
 NOTSENT_LOWAT = 64 * 1024
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # 25 on Linux
+_INT_ZERO = bytes(4)  # the ioctl's int argument (SIOCOUTQ, named TIOCOUTQ in termios)
 WRITE_BUFFER_SLACK = 4 * 1024 * 1024
 """Tornado-side cap per WebSocket beyond the history replayed on connect. After the replay
 the fan-out writes only into an empty buffer, so one frame plus control frames is the
@@ -489,11 +499,32 @@ def write_now(stream: IOStream, data: bytes) -> None:
     garbage collector. This does the rest of what ``write`` does (Tornado 6.x internals;
     ``tests/server/test_websocket.py`` holds it to Tornado's behaviour): the same buffer
     limit, the same bookkeeping, an immediate attempt to send, a wakeup for the rest.
+
+    On a plain TCP stream with nothing queued (the fan-out's usual case) the bytes go
+    straight to ``socket.send``, as asyncio's ``transport.write`` does: only what the
+    kernel did not take enters Tornado's buffer. TLS streams take Tornado's own path.
     """
-    if stream.closed():
+    if stream._closed:  # closed() and len() below without their calls: once per client and tick
         raise StreamClosedError(real_error=stream.error)
     buffer = stream._write_buffer
     limit = stream.max_write_buffer_size
+    if not buffer._size and type(stream) is IOStream:
+        if limit is not None and len(data) > limit:
+            raise StreamBufferFullError("Reached maximum write buffer size")
+        try:
+            sent = stream.socket.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:  # what _handle_write does with a write error
+            stream.close(exc_info=exc)
+            return
+        stream._total_write_index += len(data)
+        stream._total_write_done_index += sent
+        if sent == len(data):
+            return
+        buffer.append(data[sent:])
+        stream._add_io_state(IOLoop.WRITE)
+        return
     if limit is not None and len(buffer) + len(data) > limit:
         raise StreamBufferFullError("Reached maximum write buffer size")
     buffer.append(data)
@@ -574,21 +605,43 @@ class StreamHandler(_Common, WebSocketHandler):
             self._reserved = False
             self.ctx.fanout.release()
 
+    _plain = False
+    """Set in open(): the stream is plain TCP (not TLS), frames may go straight to its socket."""
+
     def open(self, *args: str, **kwargs: str) -> None:
         assert self.ws_connection is not None
         stream = self.ws_connection.stream
         assert stream is not None
         self._out = stream
+        self._plain = type(stream) is IOStream
         try:
             stream.socket.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
         except OSError:  # not TCP (a test's socketpair) or an old kernel: skip the cap
             log.debug("hyperdash: TCP_NOTSENT_LOWAT not available", exc_info=True)
-        stream.max_write_buffer_size = self.ctx.fanout.history_bytes + WRITE_BUFFER_SLACK
+        # The 101 response is written and its headers are never read again (Tornado's
+        # set_header and friends now refuse to run); at about 1 KB they were the largest
+        # thing this handler kept for the life of the connection.
+        self._headers = HTTPHeaders()
+        fanout = self.ctx.fanout
+        stream.max_write_buffer_size = fanout.history_bytes + WRITE_BUFFER_SLACK
         self.set_nodelay(True)
-        self.ctx.fanout.subscribe(self)
+        settings = self.settings
+        fanout.keep_alive(settings.get("websocket_ping_interval"),
+                          settings.get("websocket_ping_timeout"))
+        fanout.subscribe(self)
+
+    @property
+    def ping_interval(self) -> float | None:
+        """None: no ping task per connection. The fan-out pings every client from one
+        timer with the application's ``websocket_ping_interval``/``_timeout``
+        (:meth:`FanOut.keep_alive <hyperdash_otel.server.stream.FanOut.keep_alive>`)."""
+        return None
 
     def on_message(self, message: str | bytes) -> None:
         """Ignored: the stream is one-way (oversized messages are refused by Tornado)."""
+
+    def on_pong(self, data: bytes) -> None:
+        self.ctx.fanout.pong(self)
 
     def on_close(self) -> None:
         self.ctx.fanout.unsubscribe(self)
@@ -598,7 +651,23 @@ class StreamHandler(_Common, WebSocketHandler):
 
     def unsent(self) -> int:
         out = self._out
-        return 0 if out is None else len(out._write_buffer)
+        if out is None:
+            return 0
+        # _StreamBuffer's own counter: len() would be one more Python call per client.
+        # A stream that closed (its close callback not run yet) has no buffer any more.
+        buffer = out._write_buffer
+        return 0 if buffer is None else buffer._size
+
+    def unacked(self) -> int:
+        out = self._out
+        sock = None if out is None else out.socket
+        if sock is None or SIOCOUTQ is None:
+            return 1  # unknown: the keep-alive round pings it
+        try:
+            queued = fcntl.ioctl(sock.fileno(), SIOCOUTQ, _INT_ZERO)
+        except OSError:  # closed meanwhile: on_close follows
+            return 1
+        return int.from_bytes(queued, sys.byteorder, signed=True)
 
     def send(self, frame: bytes) -> None:
         ws = self.ws_connection
@@ -606,6 +675,38 @@ class StreamHandler(_Common, WebSocketHandler):
         if ws is None or out is None or ws.is_closing():
             return  # on_close follows and unsubscribes
         write_now(out, frame)
+
+    def offer(self, frame: bytes) -> bool:
+        # unsent() and send() in one call, with write_now's fast path inlined: the fan-out
+        # makes this call for every client on every tick, and each Python call counts.
+        ws = self.ws_connection
+        out = self._out
+        if ws is None or out is None or ws.server_terminated or ws.client_terminated:
+            return True  # on_close follows and unsubscribes
+        buffer = out._write_buffer
+        if buffer is None:  # closed, its on_close not run yet: the fan-out drops it
+            raise StreamClosedError(real_error=out.error)
+        if buffer._size:
+            return False
+        if not self._plain:
+            write_now(out, frame)
+            return True
+        limit = out.max_write_buffer_size
+        if limit is not None and len(frame) > limit:
+            raise StreamBufferFullError("Reached maximum write buffer size")
+        try:
+            sent = out.socket.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:  # what _handle_write does with a write error
+            out.close(exc_info=exc)
+            return True
+        out._total_write_index += len(frame)
+        out._total_write_done_index += sent
+        if sent < len(frame):
+            buffer.append(frame[sent:])
+            out._add_io_state(IOLoop.WRITE)
+        return True
 
     def drop(self, code: int, reason: str) -> None:
         try:

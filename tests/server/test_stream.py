@@ -17,11 +17,15 @@ from hyperdash_otel import Dashboard
 from hyperdash_otel.server.pool import Pool
 from hyperdash_otel.server.stream import (
     CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
     CLOSE_TOO_SLOW,
+    PING_FRAME,
     FanOut,
     Frame,
     Ticker,
     encode_snapshot,
+    gc_paused,
+    light_snapshot,
     next_tick,
     text_frame,
 )
@@ -31,11 +35,21 @@ class FakeSink:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
         self.backlog = 0
+        self.in_flight = 0
         self.closed: tuple[int, str] | None = None
         self.fail: Exception | None = None
 
     def unsent(self) -> int:
         return self.backlog
+
+    def unacked(self) -> int:
+        return self.in_flight
+
+    def offer(self, frame: bytes) -> bool:
+        if self.backlog:
+            return False
+        self.send(frame)
+        return True
 
     def send(self, frame: bytes) -> None:
         if self.fail is not None:
@@ -46,13 +60,15 @@ class FakeSink:
         self.closed = (code, reason)
 
 
-def frame(seq: int) -> Frame:
-    payload = json.dumps({"seq": seq}).encode()
-    return Frame(seq, payload, text_frame(payload), 1000.0 + seq)
+def frame(seq: int, *, light: bool = False) -> Frame:
+    payload = json.dumps({"seq": seq, "recent_jobs": [{"id": "a"}]}).encode()
+    light_frame = text_frame(json.dumps({"seq": seq, "recent_jobs": []}).encode())
+    return Frame(seq, payload, text_frame(payload), 1000.0 + seq,
+                 light_frame if light else b"")
 
 
-def tick(fanout: FanOut) -> Frame:
-    f = frame(fanout.begin_tick())
+def tick(fanout: FanOut, *, light: bool = False) -> Frame:
+    f = frame(fanout.begin_tick(), light=light)
     fanout.publish(f)
     return f
 
@@ -104,13 +120,118 @@ def test_next_tick(scheduled: float, now: float, expected: tuple[float, int]) ->
     assert next_tick(scheduled=scheduled, interval=1.0, now=now) == expected
 
 
-def test_history_is_replayed_oldest_first_and_bounded() -> None:
+def test_history_is_replayed_oldest_first_in_one_write_and_bounded() -> None:
     fan = fanout(history_size=3)
     frames = [tick(fan) for _ in range(5)]
     sink = FakeSink()
     fan.subscribe(sink)
-    assert sink.frames == [f.frame for f in frames[2:]]
+    assert sink.frames == [b"".join(f.frame for f in frames[2:])]
     assert fan.history_bytes == sum(len(f.frame) for f in frames[2:])
+
+
+def test_the_replay_is_light_but_for_its_newest_message() -> None:
+    fan = fanout(history_size=3)
+    frames = [tick(fan, light=True) for _ in range(5)]
+    sink = FakeSink()
+    fan.subscribe(sink)
+    assert sink.frames == [frames[2].light + frames[3].light + frames[4].frame]
+    assert fan.history_bytes == len(sink.frames[0])
+    newest = tick(fan, light=True)  # live ticks are always in full
+    assert sink.frames[-1] is newest.frame
+    late = FakeSink()
+    fan.subscribe(late)
+    assert late.frames == [frames[3].light + frames[4].light + newest.frame]
+
+
+def test_a_client_joining_before_the_first_tick_gets_no_replay() -> None:
+    fan = fanout()
+    sink = FakeSink()
+    fan.subscribe(sink)
+    assert sink.frames == [] and fan.history_bytes == 0
+    f = tick(fan)
+    assert sink.frames == [f.frame]
+
+
+def test_with_no_tick_since_the_last_round_every_client_is_pinged() -> None:
+    fan = fanout()
+    answering, silent, failing = FakeSink(), FakeSink(), FakeSink()
+    for s in (answering, silent, failing):
+        fan.subscribe(s)
+    failing.fail = OSError("connection reset")
+    assert fan.ping_round() == 3
+    assert answering.frames == silent.frames == [PING_FRAME]
+    assert failing.closed is not None and failing.closed[0] == CLOSE_GOING_AWAY
+    fan.pong(answering)
+    joined = FakeSink()  # joined after the ping: owes nothing yet
+    fan.subscribe(joined)
+    assert fan.drop_unanswered() == 1
+    assert silent.closed == (CLOSE_NORMAL, "ping timed out")
+    assert answering.closed is None and joined.closed is None
+    assert fan.clients == 2
+    fan.pong(silent)  # a late pong from a client already gone changes nothing
+    assert fan.clients == 2
+
+
+def test_a_client_that_acknowledged_every_tick_is_not_pinged() -> None:
+    fan = fanout()
+    acked, in_flight, backlogged = FakeSink(), FakeSink(), FakeSink()
+    for s in (acked, in_flight, backlogged):
+        fan.subscribe(s)
+    f = tick(fan)
+    in_flight.in_flight = 1200  # the peer has not acknowledged it (gone, or just slow)
+    backlogged.backlog = 500  # still in Tornado's buffer
+    assert fan.ping_round() == 2
+    assert acked.frames == [f.frame]
+    assert in_flight.frames[-1] == backlogged.frames[-1] == PING_FRAME
+    assert fan.drop_unanswered() == 2
+    assert acked.closed is None and fan.clients == 1
+    # No tick since that round: no fresh evidence, so the next round pings it too.
+    assert fan.ping_round() == 1
+    assert acked.frames[-1] == PING_FRAME
+
+
+def test_keep_alive_runs_one_task_for_all_clients_until_close_all() -> None:
+    async def main() -> tuple[list[bytes], tuple[int, str] | None, int]:
+        fan = fanout()
+        answering, silent = FakeSink(), FakeSink()
+        fan.subscribe(answering)
+        fan.subscribe(silent)
+        real_round = fan.ping_round
+
+        def ping_round() -> int:
+            pinged = real_round()
+            fan.pong(answering)  # answers every ping at once
+            return pinged
+
+        fan.ping_round = ping_round  # type: ignore[method-assign]
+        before = len(asyncio.all_tasks())
+        fan.keep_alive(0.02, 0.01)
+        fan.keep_alive(0.02, 0.01)  # idempotent: still one task
+        assert len(asyncio.all_tasks()) == before + 1
+        deadline = time.monotonic() + 5
+        while silent.closed is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        while len(answering.frames) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        fan.close_all()
+        await asyncio.sleep(0)
+        return answering.frames, silent.closed, len(asyncio.all_tasks()) - before
+
+    frames, closed, extra_tasks = asyncio.run(main())
+    assert frames[:4] == [PING_FRAME] * 4
+    assert closed == (CLOSE_NORMAL, "ping timed out")
+    assert extra_tasks == 0
+
+
+def test_keep_alive_with_no_interval_does_nothing() -> None:
+    async def main() -> int:
+        fan = fanout()
+        before = len(asyncio.all_tasks())
+        fan.keep_alive(None, None)
+        fan.keep_alive(0, 5)
+        return len(asyncio.all_tasks()) - before
+
+    assert asyncio.run(main()) == 0
 
 
 def test_every_client_gets_the_same_bytes_object() -> None:
@@ -237,6 +358,15 @@ def test_ticks_publish_the_snapshot_and_time_themselves(dash: Dashboard) -> None
     assert fan.latest is not None
     assert json.loads(fan.latest.payload)["jobs_active"] == 3
     assert fan.latest.frame == text_frame(fan.latest.payload)
+    # The replay's lighter copy: every key, the same numbers, no job, alert or custom list.
+    full = json.loads(fan.latest.payload)
+    header = {126: 4, 127: 10}.get(fan.latest.light[1] & 0x7F, 2)
+    light = json.loads(fan.latest.light[header:])
+    assert fan.latest.light == text_frame(fan.latest.light[header:])
+    assert list(light) == list(full)
+    assert light == light_snapshot(full)
+    assert (light["recent_jobs"], light["alerts"], light["custom"]) == ([], [], {})
+    assert light["jobs_active"] == full["jobs_active"] == 3
     assert re.search(r"hyperdash_tick_duration_seconds_count\{[^}]*\} [3-9]", dash.metrics_text())
 
 
@@ -301,3 +431,42 @@ def test_current_payload_before_the_first_tick_builds_one(dash: Dashboard) -> No
 
     assert json.loads(asyncio.run(main()))["jobs_active"] == 4
     assert fan.latest is None  # built for the caller, not published
+
+
+def test_gc_paused_pauses_the_collector_and_restores_it() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():  # nested (two dashboards ticking at once)
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        raise RuntimeError("a tick failed")
+    assert gc.isenabled()
+    gc.disable()  # an application that runs without the collector keeps it off
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_tick_builds_with_the_collector_paused(dash: Dashboard,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    seen: list[bool] = []
+    real = dash.snapshot
+
+    def watched(now: Any = None) -> dict[str, Any]:
+        seen.append(gc.isenabled())
+        return real()
+
+    monkeypatch.setattr(dash, "snapshot", watched)
+    run_ticker(dash, lambda t: t.ticks >= 2)
+    assert seen and not any(seen)
+    assert gc.isenabled()
