@@ -1,4 +1,4 @@
-"""Thin request handlers: each reads its arguments, asks the dashboard, writes JSON.
+"""Thin request handlers: each reads its arguments, asks the source, writes JSON.
 
 Every response carries the security headers; every error is JSON
 (``{"error": "...", "status": N}``), never an HTML page or a traceback.
@@ -51,7 +51,7 @@ from .stream import FanOut, Ticker
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..dashboard import Dashboard
+    from ..source import Source
 
 __all__ = [
     "ApiError",
@@ -96,7 +96,8 @@ MAX_INCOMING_MESSAGE = 4096
 class ServerContext:
     """What the handlers share: one per running server."""
 
-    dashboard: Dashboard
+    source: Source
+    """What is served: the snapshot, the jobs, ``/metrics`` and the config."""
     fanout: FanOut
     ticker: Ticker
     pool: Pool
@@ -113,9 +114,6 @@ class ServerContext:
     """HTTP connections held now (WebSockets excluded), for ``/healthz``."""
     basic: BasicAuth = field(default_factory=lambda: BasicAuth({}))
     """Users who may log in with a password (``Config.basic_auth``)."""
-
-    def counter(self, name: str) -> Any:
-        return self.dashboard.telemetry.instrument(name)
 
 
 class ApiError(HTTPError):
@@ -161,7 +159,7 @@ class _Common(RequestHandler):
             self.set_header("Strict-Transport-Security", HSTS)
 
     def _tokens(self) -> list[str]:
-        config = self.ctx.dashboard.config
+        config = self.ctx.source.config
         tokens = [] if config.auth_token is None else [config.auth_token]
         if self.metrics_scope and config.metrics_token is not None:
             tokens.append(config.metrics_token)
@@ -352,7 +350,7 @@ class JobsHandler(_Common):
             except ValueError:
                 raise ApiError(400, f"limit must be an integer, got {raw_limit!r}") from None
         try:
-            jobs = self.ctx.dashboard.jobs(status=status or None, limit=limit)
+            jobs = self.ctx.source.jobs(status=status or None, limit=limit)
         except (ValueError, TypeError) as exc:
             raise ApiError(400, str(exc)) from None
         self.send_json(jobs)
@@ -364,7 +362,7 @@ class JobHandler(_Common):
     """``/api/jobs/{id}``: one job."""
 
     def get(self, job_id: str) -> None:
-        job = self.ctx.dashboard.job(job_id)
+        job = self.ctx.source.job(job_id)
         if job is None:
             raise ApiError(404, f"no job with id {job_id!r}")
         self.send_json(job)
@@ -387,7 +385,7 @@ class PrometheusHandler(_Common):
         ctx = self.ctx
 
         def encode() -> tuple[bytes, str]:
-            body, content_type = ctx.dashboard.exposition(accept)
+            body, content_type = ctx.source.exposition(accept)
             return (gzip.compress(body, compresslevel=6) if gzipped else body), content_type
 
         if ctx.expositions is None:
@@ -465,7 +463,7 @@ class HealthHandler(_Common):
         since = ticker.last_success if ticker.last_success is not None else ctx.started
         status, reason = health(
             consecutive_errors=ticker.consecutive_errors, last_error=ticker.last_error,
-            since_success=now - since, interval=ctx.dashboard.config.update_interval,
+            since_success=now - since, interval=ctx.source.config.update_interval,
         )
         if status != "ok":
             self.set_status(503)
@@ -549,7 +547,7 @@ class StreamHandler(_Common, WebSocketHandler):
         self._reject("unauthorized")
 
     def _reject(self, reason: str) -> None:
-        self.ctx.counter("hyperdash.websocket.rejected").add(1, {"reason": reason})
+        self.ctx.source.server_instruments.websocket_rejected.add(1, {"reason": reason})
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         ctx = self.ctx

@@ -33,8 +33,7 @@ from ..validation import clean_text
 from .pool import Pool
 
 if TYPE_CHECKING:
-    from ..dashboard import Dashboard
-    from ..telemetry import Telemetry
+    from ..source import ServerInstruments, Source
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -43,6 +42,7 @@ __all__ = [
     "FanOut",
     "Frame",
     "PING_FRAME",
+    "SEQ_KEY",
     "Sink",
     "Ticker",
     "encode_snapshot",
@@ -181,7 +181,7 @@ class FanOut:
         max_clients: int,
         history_size: int,
         max_skips: int,
-        telemetry: Telemetry | None = None,
+        instruments: ServerInstruments | None = None,
     ) -> None:
         self.max_clients = max_clients
         self.max_skips = max_skips
@@ -196,11 +196,8 @@ class FanOut:
         self._next_seq = 0
         self.latest: Frame | None = None
         self.closed = False
-        self._connections: Any = None
-        self._disconnects: Any = None
-        if telemetry is not None:
-            self._connections = telemetry.instrument("hyperdash.websocket.connections")
-            self._disconnects = telemetry.instrument("hyperdash.websocket.disconnects")
+        self._connections = None if instruments is None else instruments.websocket_connections
+        self._disconnects = None if instruments is None else instruments.websocket_disconnects
 
     # -- places -----------------------------------------------------------------------------
 
@@ -467,27 +464,34 @@ def next_tick(*, scheduled: float, interval: float, now: float) -> tuple[float, 
     return following + missed * interval, missed
 
 
+SEQ_KEY = "seq"
+"""The key each streamed message gains after the original's keys: the tick's sequence
+number, rising by one per tick of one server (a failed tick leaves a gap). A replayed
+message carries the seq it had live, so a client tells a replay from a live tick, and a
+message it already has, by comparing seqs, never by timing."""
+
+
 class Ticker:
     """Every ``interval``: one snapshot and one encode in a worker thread, then a publish."""
 
     def __init__(
         self,
-        dashboard: Dashboard,
+        source: Source,
         fanout: FanOut,
         pool: Pool,
         *,
         interval: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._dashboard = dashboard
+        self._source = source
         self._fanout = fanout
         self._pool = pool
         self._interval = interval
         self._clock = clock
-        tel = dashboard.telemetry
-        self._duration = tel.instrument("hyperdash.tick.duration")
-        self._errors = tel.instrument("hyperdash.tick.errors")
-        self._skipped = tel.instrument("hyperdash.tick.skipped")
+        instruments = source.server_instruments
+        self._duration = instruments.tick_duration
+        self._errors = instruments.tick_errors
+        self._skipped = instruments.tick_skipped
         self.ticks = 0
         self.errors = 0
         self.skipped = 0
@@ -501,7 +505,8 @@ class Ticker:
     def _build(self, seq: int) -> Frame:
         with gc_paused():
             at = self._clock()
-            snapshot = self._dashboard.snapshot()
+            snapshot = self._source.snapshot()
+            snapshot[SEQ_KEY] = seq
             payload = encode_snapshot(snapshot)
             light = text_frame(encode_snapshot(light_snapshot(snapshot)))
             return Frame(seq, payload, text_frame(payload), at, light)
@@ -560,4 +565,4 @@ class Ticker:
         return await self._pool.run(self._encode_now)
 
     def _encode_now(self) -> bytes:
-        return encode_snapshot(self._dashboard.snapshot())
+        return encode_snapshot(self._source.snapshot())

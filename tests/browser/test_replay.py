@@ -25,7 +25,7 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) ->
 
 
 def replay_stamps(dash: Dashboard) -> list[float]:
-    ctx = dash._runner.context  # type: ignore[union-attr]
+    ctx = dash.server.context  # type: ignore[union-attr]
     assert ctx is not None
     return [frame.at for frame in ctx.fanout.history]
 

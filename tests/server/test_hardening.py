@@ -275,11 +275,11 @@ class TestNoSecretInTheLog:
                                    "%s %s", (TOKEN, METRICS_TOKEN), None)
         logs._FILTER.filter(record)
         assert record.getMessage() == "<redacted> <redacted>"
-        first.dash.stop()
+        first.stop()
         assert logs.installed() == names
-        second.dash.stop()
+        second.stop()
         assert logs.installed() == []
-        second.dash.stop()  # idempotent
+        second.stop()  # idempotent
         assert all(logs._FILTER not in logging.getLogger(n).filters for n in names)
 
     def test_every_logger_of_the_package_is_covered(self) -> None:

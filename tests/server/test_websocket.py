@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
-import re
 import socket
 import struct
 import termios
@@ -15,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support import sample
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -47,11 +47,8 @@ def assert_nothing_pending(client: Any) -> None:
 
 
 def rejected(s: Any, reason: str) -> float:
-    m = re.search(
-        r'hyperdash_websocket_rejected_total\{[^}]*reason="' + reason + r'"[^}]*\} (\S+)',
-        s.dash.metrics_text(),
-    )
-    return float(m.group(1)) if m else 0.0
+    value = sample(s.dash.metrics_text(), "hyperdash_websocket_rejected_total", reason=reason)
+    return value or 0.0
 
 
 def test_history_on_connect_oldest_first_then_every_tick(serve: Callable[..., Any]) -> None:
@@ -225,7 +222,7 @@ def test_stop_closes_clients_with_going_away(serve: Callable[..., Any]) -> None:
     s = serve()
     client = s.ws()
     client.recv(timeout=5)
-    s.dash.stop()
+    s.stop()
     with pytest.raises(ConnectionClosed) as err:
         while True:
             client.recv(timeout=5)
@@ -401,8 +398,7 @@ def test_a_client_that_never_reads(serve: Callable[..., Any], raw_ws: Any, wait:
         stop_reading.set()
         reader.join()
     text = s.dash.metrics_text()
-    assert re.search(r'hyperdash_websocket_disconnects_total\{[^}]*reason="too_slow"[^}]*\} 1\.0',
-                     text)
+    assert sample(text, "hyperdash_websocket_disconnects_total", reason="too_slow") == 1
 
 
 class TestWriteNow:
