@@ -29,9 +29,8 @@ except ImportError:  # pragma: no cover (not POSIX)
 from prometheus_client.exposition import choose_encoder
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
+from tornado.iostream import StreamBufferFullError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
-from tornado.websocket import WebSocketHandler
 
 from ..validation import rfc3339
 from .limits import RequestLimits
@@ -46,6 +45,7 @@ from .security import (
     presented_token,
     token_matches,
 )
+from ._tornado_fast import Writes
 from .stream import FanOut, Ticker
 
 if TYPE_CHECKING:
@@ -488,60 +488,16 @@ class HealthHandler(_Common):
     head = get
 
 
-def write_now(stream: IOStream, data: bytes) -> None:
-    """``stream.write(data)`` minus the Future nobody awaits.
-
-    The fan-out never waits for a write: it learns of progress from the size of the
-    stream's buffer. ``IOStream.write`` makes a Future, a callback and a queue entry per
-    call, and at thousands of clients per tick those allocations are what drives the
-    garbage collector. This does the rest of what ``write`` does (Tornado 6.x internals;
-    ``tests/server/test_websocket.py`` holds it to Tornado's behaviour): the same buffer
-    limit, the same bookkeeping, an immediate attempt to send, a wakeup for the rest.
-
-    On a plain TCP stream with nothing queued (the fan-out's usual case) the bytes go
-    straight to ``socket.send``, as asyncio's ``transport.write`` does: only what the
-    kernel did not take enters Tornado's buffer. TLS streams take Tornado's own path.
-    """
-    if stream._closed:  # closed() and len() below without their calls: once per client and tick
-        raise StreamClosedError(real_error=stream.error)
-    buffer = stream._write_buffer
-    limit = stream.max_write_buffer_size
-    if not buffer._size and type(stream) is IOStream:
-        if limit is not None and len(data) > limit:
-            raise StreamBufferFullError("Reached maximum write buffer size")
-        try:
-            sent = stream.socket.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:  # what _handle_write does with a write error
-            stream.close(exc_info=exc)
-            return
-        stream._total_write_index += len(data)
-        stream._total_write_done_index += sent
-        if sent == len(data):
-            return
-        buffer.append(data[sent:])
-        stream._add_io_state(IOLoop.WRITE)
-        return
-    if limit is not None and len(buffer) + len(data) > limit:
-        raise StreamBufferFullError("Reached maximum write buffer size")
-    buffer.append(data)
-    stream._total_write_index += len(data)
-    stream._handle_write()
-    if stream._write_buffer and not stream.closed():
-        stream._add_io_state(IOLoop.WRITE)
-
-
-class StreamHandler(_Common, WebSocketHandler):
+class StreamHandler(_Common, Writes):
     """``/ws``: the live stream. The handler subscribes, unsubscribes and writes; the
-    fan-out decides what and when."""
+    fan-out decides what and when. The writes (``unsent``, ``send``, ``offer``) come from
+    :mod:`._tornado_fast`: on Tornado's internals, or on its public API."""
 
     SUPPORTED_METHODS = ("GET",)
 
     def initialize(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self._reserved = False
-        self._out: IOStream | None = None
 
     def refused_credentials(self) -> None:
         self._reject("unauthorized")
@@ -603,15 +559,11 @@ class StreamHandler(_Common, WebSocketHandler):
             self._reserved = False
             self.ctx.fanout.release()
 
-    _plain = False
-    """Set in open(): the stream is plain TCP (not TLS), frames may go straight to its socket."""
-
     def open(self, *args: str, **kwargs: str) -> None:
         assert self.ws_connection is not None
         stream = self.ws_connection.stream
         assert stream is not None
-        self._out = stream
-        self._plain = type(stream) is IOStream
+        self.attach(stream)
         try:
             stream.socket.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
         except OSError:  # not TCP (a test's socketpair) or an old kernel: skip the cap
@@ -645,16 +597,7 @@ class StreamHandler(_Common, WebSocketHandler):
         self.ctx.fanout.unsubscribe(self)
         self._release()
 
-    # -- Sink -------------------------------------------------------------------------------
-
-    def unsent(self) -> int:
-        out = self._out
-        if out is None:
-            return 0
-        # _StreamBuffer's own counter: len() would be one more Python call per client.
-        # A stream that closed (its close callback not run yet) has no buffer any more.
-        buffer = out._write_buffer
-        return 0 if buffer is None else buffer._size
+    # -- Sink (unsent, send and offer: from Writes) ----------------------------------------
 
     def unacked(self) -> int:
         out = self._out
@@ -666,45 +609,6 @@ class StreamHandler(_Common, WebSocketHandler):
         except OSError:  # closed meanwhile: on_close follows
             return 1
         return int.from_bytes(queued, sys.byteorder, signed=True)
-
-    def send(self, frame: bytes) -> None:
-        ws = self.ws_connection
-        out = self._out
-        if ws is None or out is None or ws.is_closing():
-            return  # on_close follows and unsubscribes
-        write_now(out, frame)
-
-    def offer(self, frame: bytes) -> bool:
-        # unsent() and send() in one call, with write_now's fast path inlined: the fan-out
-        # makes this call for every client on every tick, and each Python call counts.
-        ws = self.ws_connection
-        out = self._out
-        if ws is None or out is None or ws.server_terminated or ws.client_terminated:
-            return True  # on_close follows and unsubscribes
-        buffer = out._write_buffer
-        if buffer is None:  # closed, its on_close not run yet: the fan-out drops it
-            raise StreamClosedError(real_error=out.error)
-        if buffer._size:
-            return False
-        if not self._plain:
-            write_now(out, frame)
-            return True
-        limit = out.max_write_buffer_size
-        if limit is not None and len(frame) > limit:
-            raise StreamBufferFullError("Reached maximum write buffer size")
-        try:
-            sent = out.socket.send(frame)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:  # what _handle_write does with a write error
-            out.close(exc_info=exc)
-            return True
-        out._total_write_index += len(frame)
-        out._total_write_done_index += sent
-        if sent < len(frame):
-            buffer.append(frame[sent:])
-            out._add_io_state(IOLoop.WRITE)
-        return True
 
     def drop(self, code: int, reason: str) -> None:
         try:

@@ -20,7 +20,8 @@ from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from hyperdash_otel import JobInfo
-from hyperdash_otel.server.handlers import NOTSENT_LOWAT, StreamHandler, write_now
+from hyperdash_otel.server._tornado_fast import FastWrites, write_now
+from hyperdash_otel.server.handlers import NOTSENT_LOWAT, StreamHandler
 from hyperdash_otel.server.stream import (
     CLOSE_GOING_AWAY,
     CLOSE_TOO_SLOW,
@@ -351,7 +352,7 @@ def test_a_client_that_never_reads(serve: Callable[..., Any], raw_ws: Any, wait:
         wait(lambda: s.ctx.fanout.clients == 2)
         handler = next(h for h in s.ctx.fanout.sinks() if isinstance(h, StreamHandler)
                        and h.request.headers.get("User-Agent") is None)
-        out = handler._out
+        out = handler.connection_stream
         assert out is not None
         server_sock = out.socket
         frame_size = len(published[-1]) + 10
@@ -447,12 +448,17 @@ class TestWriteNow:
             a, b = await self.pair()
             c, d = await self.pair()
             fan = FanOut(max_clients=5, history_size=1, max_skips=3)
-            gone, alive = StreamHandler.__new__(StreamHandler), StreamHandler.__new__(StreamHandler)
+            class Sink(FastWrites):  # the fast path's writes, whichever path the server runs
+                def unacked(self) -> int:
+                    return 0
+
+                def drop(self, code: int, reason: str) -> None:
+                    pass
+
+            gone, alive = Sink.__new__(Sink), Sink.__new__(Sink)
             for handler, stream in ((gone, a), (alive, c)):
-                handler._out = stream
-                handler._plain = True
+                handler.attach(stream)
                 handler.ws_connection = None
-                handler.drop = lambda code, reason: None  # type: ignore[method-assign]
             alive.ws_connection = type("Open", (), {"server_terminated": False,
                                                     "client_terminated": False})()  # type: ignore[assignment]
             gone.ws_connection = alive.ws_connection
