@@ -54,11 +54,15 @@ test: setup system-deps lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-fallback
 
-# The server suite again with the fan-out's fast write path (Tornado internals, see
-# hyperdash_otel/server/_tornado_fast.py) forced off: the public-API fallback a Tornado
-# release outside the tested range gets must serve just as well.
+# The suites again with the third-party internals switched off: the server suite without
+# the fan-out's fast write path (hyperdash_otel/server/_tornado_fast.py), the OpenTelemetry
+# suites without the SDK's private hooks (hyperdash_otel/_otel_internal.py). The fallbacks
+# a release outside the tested range gets must serve just as well.
 test-fallback: setup
 	HYPERDASH_FAST_PATH=0 $(BIN)/python -m pytest tests/server -q -p no:cacheprovider $(PYTEST_ARGS)
+	HYPERDASH_OTEL_INTERNALS=0 $(BIN)/python -m pytest tests/test_otel_otlp.py \
+	  tests/test_otel_settings.py tests/test_otel_global.py tests/test_otel_http.py \
+	  tests/test_otel_internal.py -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench
