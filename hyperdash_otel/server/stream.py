@@ -42,6 +42,7 @@ __all__ = [
     "FanOut",
     "Frame",
     "PING_FRAME",
+    "REPLAY_KEY",
     "SEQ_KEY",
     "Sink",
     "Ticker",
@@ -49,6 +50,7 @@ __all__ = [
     "gc_paused",
     "light_snapshot",
     "next_tick",
+    "replay_payload",
     "text_frame",
 ]
 
@@ -95,6 +97,25 @@ def light_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
             for key, value in snapshot.items()}
 
 
+REPLAY_KEY = "replay"
+"""The key a replayed message gains after every other key: how many replayed messages
+follow it (0 on the last one). Live messages never carry it, so a client knows without
+any timing which messages are history and when the history is complete."""
+
+
+def replay_payload(payload: bytes, remaining: int) -> bytes:
+    """``payload`` (a JSON object, as :func:`encode_snapshot` makes it) with
+    ``"replay": remaining`` appended as its last key.
+
+    >>> replay_payload(b'{"seq":4}', 0)
+    b'{"seq":4,"replay":0}'
+    """
+    if not payload.endswith(b"}") or len(payload) < 2:
+        raise ValueError("a replayed message must be a JSON object")
+    separator = b"" if payload == b"{}" else b","
+    return b"%s%s\"%s\":%d}" % (payload[:-1], separator, REPLAY_KEY.encode(), remaining)
+
+
 def text_frame(payload: bytes) -> bytes:
     """``payload`` as one final, unmasked WebSocket text frame (RFC 6455 section 5.2).
 
@@ -121,8 +142,8 @@ class Frame:
     at: float
     """Wall-clock time of the snapshot (``time.time()``)."""
     light: bytes = b""
-    """The same message framed with empty job, alert and custom lists
-    (:func:`light_snapshot`), for replays; empty to replay the full frame."""
+    """The same JSON with empty job, alert and custom lists (:func:`light_snapshot`), for
+    replays; empty to replay the full message."""
 
 
 class Sink(Protocol):
@@ -238,13 +259,14 @@ class FanOut:
 
     def replay(self) -> bytes:
         """The history as a new client receives it: one buffer of frames, oldest first,
-        the newest in full and the others light."""
+        the newest in full and the others light, each marked with :data:`REPLAY_KEY`."""
         replay = self._replay
         if replay is None:
             frames = self._history
             last = len(frames) - 1
             replay = self._replay = b"".join(
-                frame.frame if i == last or not frame.light else frame.light
+                text_frame(replay_payload(
+                    frame.payload if i == last or not frame.light else frame.light, last - i))
                 for i, frame in enumerate(frames)
             )
         return replay
@@ -508,7 +530,7 @@ class Ticker:
             snapshot = self._source.snapshot()
             snapshot[SEQ_KEY] = seq
             payload = encode_snapshot(snapshot)
-            light = text_frame(encode_snapshot(light_snapshot(snapshot)))
+            light = encode_snapshot(light_snapshot(snapshot))
             return Frame(seq, payload, text_frame(payload), at, light)
 
     async def tick(self) -> Frame | None:

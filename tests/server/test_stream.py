@@ -14,6 +14,7 @@ from support import sample
 from tornado.websocket import WebSocketProtocol13, _WebSocketParams
 
 from hyperdash_otel import Dashboard
+from hyperdash_otel.server._tornado_fast import split_frames
 from hyperdash_otel.server.pool import Pool
 from hyperdash_otel.server.stream import (
     CLOSE_GOING_AWAY,
@@ -26,6 +27,7 @@ from hyperdash_otel.server.stream import (
     encode_snapshot,
     gc_paused,
     light_snapshot,
+    replay_payload,
     next_tick,
     text_frame,
 )
@@ -62,9 +64,15 @@ class FakeSink:
 
 def frame(seq: int, *, light: bool = False) -> Frame:
     payload = json.dumps({"seq": seq, "recent_jobs": [{"id": "a"}]}).encode()
-    light_frame = text_frame(json.dumps({"seq": seq, "recent_jobs": []}).encode())
+    light_payload = json.dumps({"seq": seq, "recent_jobs": []}).encode()
     return Frame(seq, payload, text_frame(payload), 1000.0 + seq,
-                 light_frame if light else b"")
+                 light_payload if light else b"")
+
+
+def replayed(*payloads: bytes) -> bytes:
+    """What a new client is sent for these payloads: each marked with how many follow."""
+    return b"".join(text_frame(replay_payload(p, len(payloads) - 1 - i))
+                    for i, p in enumerate(payloads))
 
 
 def tick(fanout: FanOut, *, light: bool = False) -> Frame:
@@ -125,8 +133,10 @@ def test_history_is_replayed_oldest_first_in_one_write_and_bounded() -> None:
     frames = [tick(fan) for _ in range(5)]
     sink = FakeSink()
     fan.subscribe(sink)
-    assert sink.frames == [b"".join(f.frame for f in frames[2:])]
-    assert fan.history_bytes == sum(len(f.frame) for f in frames[2:])
+    assert sink.frames == [replayed(*(f.payload for f in frames[2:]))]
+    assert fan.history_bytes == len(sink.frames[0])
+    messages = [json.loads(p) for _, p in split_frames(sink.frames[0])]
+    assert [(m["seq"], m["replay"]) for m in messages] == [(2, 2), (3, 1), (4, 0)]
 
 
 def test_the_replay_is_light_but_for_its_newest_message() -> None:
@@ -134,13 +144,14 @@ def test_the_replay_is_light_but_for_its_newest_message() -> None:
     frames = [tick(fan, light=True) for _ in range(5)]
     sink = FakeSink()
     fan.subscribe(sink)
-    assert sink.frames == [frames[2].light + frames[3].light + frames[4].frame]
+    assert sink.frames == [replayed(frames[2].light, frames[3].light, frames[4].payload)]
     assert fan.history_bytes == len(sink.frames[0])
     newest = tick(fan, light=True)  # live ticks are always in full
     assert sink.frames[-1] is newest.frame
+    assert "replay" not in json.loads(newest.payload)
     late = FakeSink()
     fan.subscribe(late)
-    assert late.frames == [frames[3].light + frames[4].light + newest.frame]
+    assert late.frames == [replayed(frames[3].light, frames[4].light, newest.payload)]
 
 
 def test_a_client_joining_before_the_first_tick_gets_no_replay() -> None:
@@ -359,10 +370,9 @@ def test_ticks_publish_the_snapshot_and_time_themselves(dash: Dashboard) -> None
     assert fan.latest.frame == text_frame(fan.latest.payload)
     # The replay's lighter copy: every key, the same numbers, no job, alert or custom list.
     full = json.loads(fan.latest.payload)
-    header = {126: 4, 127: 10}.get(fan.latest.light[1] & 0x7F, 2)
-    light = json.loads(fan.latest.light[header:])
-    assert fan.latest.light == text_frame(fan.latest.light[header:])
+    light = json.loads(fan.latest.light)
     assert list(light) == list(full)
+    assert list(full)[-1] == "seq" and full["seq"] == fan.latest.seq
     assert light == light_snapshot(full)
     assert (light["recent_jobs"], light["alerts"], light["custom"]) == ([], [], {})
     assert light["jobs_active"] == full["jobs_active"] == 3

@@ -64,14 +64,17 @@ def test_history_on_connect_oldest_first_then_every_tick(serve: Callable[..., An
     assert all(m["recent_jobs"] and m["alerts"] for m in full)
     client = s.ws()
     got = [json.loads(m) for m in recv_n(client, 5)]
+    # Each replayed message says how many more follow: history ends at "replay": 0.
+    assert [m.pop("replay") for m in got] == [4, 3, 2, 1, 0]
     assert got[-1] == full[-1]
     assert got[:-1] == [light_snapshot(m) for m in full[:-1]]
     assert all(list(m) == list(full[-1]) for m in got)  # every key, in the same order
     assert_nothing_pending(client)
     live = s.tick()
-    assert client.recv(timeout=5) == live.payload.decode()
-    stamps = [m["timestamp"] for m in got] + [json.loads(live.payload)["timestamp"]]
-    assert stamps == sorted(stamps)
+    assert client.recv(timeout=5) == live.payload.decode()  # live: no "replay" key
+    seqs = [m["seq"] for m in got] + [json.loads(live.payload)["seq"]]
+    assert seqs == [f.seq for f in frames[-5:]] + [live.seq]
+    assert seqs == list(range(seqs[0], seqs[0] + 6))  # one per tick, in order
 
 
 def test_an_update_is_in_the_next_tick(serve: Callable[..., Any]) -> None:
