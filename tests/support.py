@@ -21,7 +21,7 @@ HYPERDASH = [sys.executable, "-m", "hyperdash_otel"]
 """The command line of the ``hyperdash`` CLI, run from this interpreter."""
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "",
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "",
                *, every: float = 0.005) -> Any:
     """Poll ``predicate`` every ``every`` seconds until it returns something truthy, and
     return that; fail after ``timeout`` seconds, naming ``what`` (never a bare sleep)."""

@@ -11,12 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
+from support import get_json
 
 from hyperdash_otel import SNAPSHOT_FIELDS, Dashboard
 from hyperdash_otel.watch import (
@@ -210,13 +210,6 @@ def test_watch_json_prints_the_raw_messages(served: Callable[..., Dashboard]) ->
     stamps = [m["timestamp"] for m in messages]
     assert stamps == sorted(set(stamps))  # in order, no duplicates
     assert {m["jobs_active"] for m in messages} == {5}
-
-
-def get_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        value = json.load(response)
-    assert isinstance(value, dict)
-    return value
 
 
 def wait_for_ticks(dash: Dashboard, ticks: int, timeout: float = 10) -> None:
