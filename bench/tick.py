@@ -65,9 +65,9 @@ def stall(dash: Dashboard) -> tuple[float, int, GcPauses]:
     pauses = GcPauses()
     dash.start_in_thread()
     try:
-        session = dash._runner._session  # type: ignore[union-attr]  # bench only
-        assert session is not None
-        ticker = session.ctx.ticker
+        runner = dash.server
+        assert runner is not None and runner.context is not None and runner.loop is not None
+        ticker, serving_loop = runner.context.ticker, runner.loop
         time.sleep(0.6)  # the first ticks (imports warm, caches filled)
 
         async def probe() -> tuple[float, int]:
@@ -83,7 +83,7 @@ def stall(dash: Dashboard) -> tuple[float, int, GcPauses]:
 
         gc.callbacks.append(pauses)
         try:
-            worst, ticks = asyncio.run_coroutine_threadsafe(probe(), session.loop).result(60)
+            worst, ticks = asyncio.run_coroutine_threadsafe(probe(), serving_loop).result(60)
         finally:
             gc.callbacks.remove(pauses)
         return worst, ticks, pauses
