@@ -7,6 +7,8 @@ data point of every (metric, attributes), plus the last resource it saw.
 
 from __future__ import annotations
 
+import functools
+
 import gzip
 import threading
 import zlib
@@ -20,9 +22,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from support import get_json, get_text, wait_until
+import support
+from support import get_json, get_text
 
 __all__ = ["get_json", "get_text", "wait_until"]
+
+wait_until = functools.partial(support.wait_until, every=0.01)
+"""``support.wait_until`` at a gentler poll: these tests poll over HTTP, under the rate limit."""
 
 MAX_BODY = 16 * 1024 * 1024
 
