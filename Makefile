@@ -10,7 +10,7 @@ PORT    ?= 8080
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test bench lint typecheck wheel clean
-.PHONY: sdist test-pythons
+.PHONY: sdist test-pythons test-fallback
 
 # npm first, tracked by a stamp: the checkout's server serves Chart.js from web/node_modules
 # (hatch_build.py runs npm ci only when it is missing, and refuses a stale one).
@@ -52,6 +52,17 @@ demo: setup
 
 test: setup system-deps lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-fallback
+
+# The suites again with the third-party internals switched off: the server suite without
+# the fan-out's fast write path (hyperdash_otel/server/_tornado_fast.py), the OpenTelemetry
+# suites without the SDK's private hooks (hyperdash_otel/_otel_internal.py). The fallbacks
+# a release outside the tested range gets must serve just as well.
+test-fallback: setup
+	HYPERDASH_FAST_PATH=0 $(BIN)/python -m pytest tests/server -q -p no:cacheprovider $(PYTEST_ARGS)
+	HYPERDASH_OTEL_INTERNALS=0 $(BIN)/python -m pytest tests/test_otel_otlp.py \
+	  tests/test_otel_settings.py tests/test_otel_global.py tests/test_otel_http.py \
+	  tests/test_otel_internal.py -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench

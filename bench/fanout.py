@@ -52,12 +52,13 @@ def run(clients: int, mode: str) -> dict[str, float]:
         dash.add_job(JobInfo(id=f"job-{i}", name=f"export-vm-{i}", status="running",
                              progress=i * 2, provider=("aws", "azure", "gcp")[i % 3],
                              vm_name=f"vm-{i}"))
-    original = handlers.StreamHandler.send
+    original = handlers.StreamHandler.offer
     if mode == "write_message":
-        def send(self: handlers.StreamHandler, frame: bytes) -> None:
+        def offer(self: handlers.StreamHandler, frame: bytes) -> bool:
             if self.ws_connection is not None and not self.ws_connection.is_closing():
                 self.write_message(_payload_of(frame))
-        handlers.StreamHandler.send = send  # type: ignore[method-assign]
+            return True
+        handlers.StreamHandler.offer = offer  # type: ignore[method-assign]
     dash.start_in_thread()
     proc = subprocess.Popen([sys.executable, "-m", "bench._drain_clients", str(dash.port),
                              str(clients)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -100,7 +101,7 @@ def run(clients: int, mode: str) -> dict[str, float]:
         if proc.stdout:
             proc.stdout.close()
         dash.close()
-        handlers.StreamHandler.send = original  # type: ignore[method-assign]
+        handlers.StreamHandler.offer = original  # type: ignore[method-assign]
 
 
 def main(sizes: tuple[int, ...] = (500, 2000)) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from . import validation as v
 from .config import Config
 from .otel import OtlpSettings, install_global
 from .snapshot import build_snapshot
+from .source import ServerInstruments
 from .stores import (
     HEALTH_STATUSES,
     JOB_STATUSES,
@@ -369,6 +371,27 @@ class Dashboard:
         return self.exposition()[0].decode("utf-8")
 
     # -- serving ---------------------------------------------------------------------------
+
+    @functools.cached_property
+    def server_instruments(self) -> ServerInstruments:
+        """The server's own instruments, in this dashboard's meter (the
+        :class:`~hyperdash_otel.source.Source` protocol)."""
+        tel = self.telemetry
+        return ServerInstruments(
+            websocket_connections=tel.instrument("hyperdash.websocket.connections"),
+            websocket_disconnects=tel.instrument("hyperdash.websocket.disconnects"),
+            websocket_rejected=tel.instrument("hyperdash.websocket.rejected"),
+            tick_duration=tel.instrument("hyperdash.tick.duration"),
+            tick_errors=tel.instrument("hyperdash.tick.errors"),
+            tick_skipped=tel.instrument("hyperdash.tick.skipped"),
+        )
+
+    @property
+    def server(self) -> Runner | None:
+        """The :class:`~hyperdash_otel.server.runner.Runner` that served or serves this
+        dashboard (its fan-out and ticker are ``server.context``), or None before the
+        first start."""
+        return self._runner
 
     def _get_runner(self) -> Runner:
         if self._runner is None:

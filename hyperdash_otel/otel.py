@@ -28,6 +28,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
+from ._otel_internal import exporter_preferences, set_collect_callback
+
 __all__ = [
     "DEFAULT_SERVICE_NAME",
     "FAILURE_LOG_INTERVAL",
@@ -187,10 +189,7 @@ class QuietExporter(MetricExporter):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # The periodic reader takes its temporality and aggregation from the exporter.
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
+        super().__init__(**exporter_preferences(inner))
         _install_filter()
         self.inner = inner
         self.endpoint = endpoint
@@ -267,7 +266,9 @@ def otlp_reader(
         def shared_collect(_reader: MetricReader, timeout_millis: float = 10_000) -> Any:
             return collect(timeout_millis)
 
-        reader._set_collect_callback(shared_collect)
+        if not set_collect_callback(reader, shared_collect):
+            raise RuntimeError("the OTLP reader cannot share the collection here "
+                               "(_otel_internal.SHARES_COLLECTION is False): register it instead")
     return reader, exporter
 
 

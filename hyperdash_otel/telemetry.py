@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import (
     Counter,
@@ -28,10 +27,8 @@ from opentelemetry.sdk.metrics import (
     ObservableUpDownCounter,
     UpDownCounter,
 )
-from opentelemetry.sdk.metrics import _Gauge as SdkGauge
 from opentelemetry.sdk.metrics.export import (
     MetricReader,
-    MetricsData,
     PeriodicExportingMetricReader,
 )
 from prometheus_client.core import (
@@ -42,6 +39,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import CollectorRegistry
 
+from ._otel_internal import SHARES_COLLECTION, DashboardReader, sdk_gauge_class
 from .otel import (
     DEFAULT_SERVICE_NAME,
     OtlpSettings,
@@ -351,39 +349,14 @@ def merge_families(families: Iterable[Metric], warned: set[str]) -> list[Metric]
     return list(merged.values())
 
 
-class _DashboardReader(PrometheusMetricReader):
-    """The Prometheus reader, which can also hand one collection to the caller instead of
-    the registry (the shared OTLP export reads the same aggregation this way)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._diverted = threading.local()
-
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
-        box: list[MetricsData] | None = getattr(self._diverted, "box", None)
-        if box is not None:
-            box.append(metrics_data)
-            return
-        super()._receive_metrics(metrics_data, timeout_millis, **kwargs)
+class _DashboardReader(DashboardReader):
+    """The Prometheus reader (see :class:`~hyperdash_otel._otel_internal.DashboardReader`)."""
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         # Idempotent: a MeterProvider whose construction failed still shuts its readers
         # down at exit, after the dashboard has already let go of the registry.
         with contextlib.suppress(KeyError):
             super().shutdown(timeout_millis, **kwargs)
-
-    def collect_data(self, timeout_millis: float = 10_000) -> MetricsData | None:
-        """One collection returned as ``MetricsData``; the registry's next collect is not
-        affected (the SDK serialises collections of one provider under its own lock)."""
-        box: list[MetricsData] = []
-        self._diverted.box = box
-        try:
-            self.collect(timeout_millis=timeout_millis)
-        finally:
-            self._diverted.box = None
-        return box[0] if box else None
 
 
 # One dashboard per foreign MeterProvider: a second one would count every series twice.
@@ -458,8 +431,9 @@ class Telemetry:
         self._at_exit: Callable[[], None] | None = None
         limits: dict[type, int] = {
             cls: CARDINALITY_LIMIT
-            for cls in (Counter, UpDownCounter, Histogram, SdkGauge, ObservableCounter,
-                        ObservableUpDownCounter, ObservableGauge)
+            for cls in (Counter, UpDownCounter, Histogram, ObservableCounter,
+                        ObservableUpDownCounter, ObservableGauge, sdk_gauge_class())
+            if cls is not None
         }
         self.reader = _DashboardReader(registry=registry, cardinality_limits=limits)
         try:
@@ -492,11 +466,13 @@ class Telemetry:
             given.add_metric_reader(self.reader)
             return given
         if otlp is not None and otlp.enabled:
-            self._otlp_shared = otlp.shared
-            made = otlp_reader(otlp, self.reader.collect_data if otlp.shared else None)
+            # One aggregation for both, when the SDK's private hooks allow it (the fallback
+            # registers the OTLP reader like any other: its own aggregation, same numbers).
+            self._otlp_shared = otlp.shared and SHARES_COLLECTION
+            made = otlp_reader(otlp, self.reader.collect_data if self._otlp_shared else None)
             if made is not None:
                 self.otlp_reader, self.otlp_exporter = made
-                if not otlp.shared:
+                if not self._otlp_shared:
                     readers.append(self.otlp_reader)
         try:
             provider = MeterProvider(

@@ -39,9 +39,9 @@ from . import validation as v
 __all__ = [
     "WatchError",
     "WatchOptions",
-    "arrived_live",
     "backoff_delay",
     "format_line",
+    "replayed_after",
     "token_from_env",
     "watch",
     "ws_url",
@@ -59,9 +59,8 @@ PING_INTERVAL = 10.0
 """Seconds between WebSocket pings: a dead peer is noticed without relying on tick cadence."""
 PING_TIMEOUT = 10.0
 
-# The replay is sent back to back on connect: it is over once the stream is this quiet.
-REPLAY_QUIET = 0.1
-REPLAY_MAX_SECONDS = 2.0
+# The replay ends at the message marked "replay": 0 (or at the first message with no
+# "replay" key: live); these bound what is held before printing, whatever the server sends.
 REPLAY_MAX_MESSAGES = 1000
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
@@ -271,14 +270,14 @@ def _close_reason(conn: WebSocketClientConnection) -> tuple[str, bool]:
 
 
 class _Printer:
-    """Writes messages, dropping any at or before the newest timestamp already printed."""
+    """Writes messages, dropping any whose ``seq`` is at or before the newest printed."""
 
     def __init__(self, out: TextIO, options: WatchOptions, err: TextIO) -> None:
         self.out = out
         self.err = err
         self.options = options
         self.printed = 0
-        self.last_timestamp: str | None = None
+        self.last_seq: int | None = None
         self._warned = False
 
     @property
@@ -294,10 +293,15 @@ class _Printer:
         return text, value if isinstance(value, dict) else None
 
     def is_new(self, snapshot: dict[str, Any] | None) -> bool:
-        ts = snapshot.get("timestamp") if snapshot else None
-        # RFC 3339 UTC timestamps of one fixed format compare as strings.
-        return not (isinstance(ts, str) and self.last_timestamp is not None
-                    and ts <= self.last_timestamp)
+        seq = _seq(snapshot)
+        return seq is None or self.last_seq is None or seq > self.last_seq
+
+    def reconnected(self, newest: dict[str, Any] | None) -> None:
+        """A new connection's newest message so far: a seq below the last printed means a
+        restarted server (its seq began again at 0), whose messages are all new."""
+        seq = _seq(newest)
+        if seq is not None and self.last_seq is not None and seq < self.last_seq:
+            self.last_seq = None
 
     def emit(self, text: str, snapshot: dict[str, Any] | None) -> None:
         if self.done:
@@ -315,9 +319,9 @@ class _Printer:
             self.out.write(format_line(snapshot, color=self.options.color) + "\n")
         self.out.flush()
         self.printed += 1
-        ts = snapshot.get("timestamp") if snapshot else None
-        if isinstance(ts, str):
-            self.last_timestamp = ts
+        seq = _seq(snapshot)
+        if seq is not None:
+            self.last_seq = seq
 
 
 async def _connect(target: str, options: WatchOptions) -> WebSocketClientConnection:
@@ -342,27 +346,23 @@ async def _connect(target: str, options: WatchOptions) -> WebSocketClientConnect
         raise _describe_connect_error(target, exc) from exc
 
 
-def _epoch(snapshot: dict[str, Any] | None) -> float | None:
-    ts = snapshot.get("timestamp") if snapshot else None
-    if not isinstance(ts, str):
-        return None
-    try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+def _seq(snapshot: dict[str, Any] | None) -> int | None:
+    """The message's tick sequence number (``seq``), if it has one."""
+    seq = snapshot.get("seq") if snapshot else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
-def arrived_live(timestamp_gap: float, arrival_gap: float) -> bool:
-    """Whether a message came at the stream's pace rather than in the replay burst.
+def replayed_after(snapshot: dict[str, Any] | None) -> int | None:
+    """How many replayed messages follow this one (its ``replay`` key), or None for a live
+    message.
 
-    Replayed snapshots are ticks apart in time but arrive back to back; live ones arrive
-    about as far apart as their timestamps. Only differences are compared, so the server's
-    clock may be off from ours.
-
-    >>> arrived_live(1.0, 0.002), arrived_live(1.0, 0.97), arrived_live(0.0, 0.5)
-    (False, True, False)
+    >>> replayed_after({"seq": 3, "replay": 2}), replayed_after({"seq": 4})
+    (2, None)
     """
-    return timestamp_gap > 0 and arrival_gap >= 0.5 * timestamp_gap
+    remaining = snapshot.get("replay") if snapshot else None
+    if isinstance(remaining, int) and not isinstance(remaining, bool) and remaining >= 0:
+        return remaining
+    return None
 
 
 Parsed = tuple[str, "dict[str, Any] | None"]
@@ -373,28 +373,21 @@ async def _read_replay(
 ) -> tuple[list[Parsed], Parsed | None, bool]:
     """Split what arrives on connect into (replayed history, first live message, still open).
 
-    The replay is over at the first message that arrives at the stream's pace, at a pause
-    of :data:`REPLAY_QUIET`, or at the bounds on its length.
+    The server marks each replayed message with how many follow: the replay is over after
+    the one marked 0, or at a message with no mark (live; an empty history sends none).
     """
-    loop = asyncio.get_running_loop()
     burst: list[Parsed] = []
-    deadline = loop.time() + REPLAY_MAX_SECONDS
-    previous: tuple[float, float] | None = None  # (timestamp, arrival) of the last message
-    while len(burst) < REPLAY_MAX_MESSAGES and loop.time() < deadline:
-        try:
-            message = await asyncio.wait_for(conn.read_message(), REPLAY_QUIET)
-        except asyncio.TimeoutError:
-            return burst, None, True
+    while len(burst) < REPLAY_MAX_MESSAGES:
+        message = await conn.read_message()
         if message is None:
             return burst, None, False
-        arrival = loop.time()
         parsed = printer.parse(message)
-        stamp = _epoch(parsed[1])
-        if stamp is not None:
-            if previous is not None and arrived_live(stamp - previous[0], arrival - previous[1]):
-                return burst, parsed, True
-            previous = (stamp, arrival)
+        remaining = replayed_after(parsed[1])
+        if remaining is None:
+            return burst, parsed, True
         burst.append(parsed)
+        if remaining == 0:
+            break
     return burst, None, True
 
 
@@ -403,6 +396,8 @@ async def _stream(
 ) -> None:
     """Print until the stream ends or ``count`` is reached."""
     replay, live, open_ = await _read_replay(conn, printer)
+    newest = live or (replay[-1] if replay else None)
+    printer.reconnected(None if newest is None else newest[1])
     if first:
         backlog = printer.options.backlog
         replay = replay[-backlog:] if backlog else []

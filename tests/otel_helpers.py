@@ -7,13 +7,11 @@ data point of every (metric, attributes), plus the last resource it saw.
 
 from __future__ import annotations
 
+import functools
+
 import gzip
-import json
 import threading
-import time
-import urllib.request
 import zlib
-from collections.abc import Callable
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,29 +22,15 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+import support
+from support import get_json, get_text
+
+__all__ = ["get_json", "get_text", "wait_until"]
+
+wait_until = functools.partial(support.wait_until, every=0.01)
+"""``support.wait_until`` at a gentler poll: these tests poll over HTTP, under the rate limit."""
+
 MAX_BODY = 16 * 1024 * 1024
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.01)
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)
-
-
-def get_text(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return str(response.read().decode("utf-8"))
 
 
 def snapshot_time(snapshot: dict[str, Any]) -> float:

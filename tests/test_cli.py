@@ -14,16 +14,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hyperdash_process import HYPERDASH, HyperdashProcess
+from hyperdash_process import HyperdashProcess
+from support import hyperdash
 
 from hyperdash_otel import __version__
 from hyperdash_otel.cli import main
-
-
-def hyperdash(*args: str, env: dict[str, str] | None = None,
-              timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HYPERDASH, *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 # -- in-process: parsing only (nothing here starts a server or configures logging) -------------

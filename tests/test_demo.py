@@ -4,18 +4,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
 import signal
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psutil
+from support import get_json
 import pytest
 from hyperdash_process import HyperdashProcess
 
@@ -309,13 +308,6 @@ def test_run_demo_serves_and_stops_on_the_event() -> None:
 
 
 # -- `hyperdash demo` as a process -------------------------------------------------------------
-
-
-def get_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        value = json.load(response)
-    assert isinstance(value, dict)
-    return value
 
 
 def poll(fetch: Callable[[], dict[str, Any]], until: Callable[[dict[str, Any]], bool],

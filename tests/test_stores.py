@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from support import samples
 
 from hyperdash_otel import Dashboard, JobInfo, JobStore
 from hyperdash_otel.stores import (
@@ -276,12 +276,7 @@ def test_stall_alerts_name_each_job_or_sum_up_many() -> None:
 # -- through the Dashboard: the gauge and the page's alerts ---------------------------------
 
 def series(dash: Dashboard, name: str, label: str) -> dict[str, float]:
-    out = {}
-    for family in text_string_to_metric_families(dash.metrics_text()):
-        for sample in family.samples:
-            if sample.name == name:
-                out[sample.labels[label]] = sample.value
-    return out
+    return {labels[label]: value for labels, value in samples(dash.metrics_text(), name)}
 
 
 def stalled_series(dash: Dashboard) -> dict[str, float]:

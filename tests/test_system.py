@@ -3,14 +3,12 @@ dashboard's use of it, and pushed values winning."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import psutil
+from support import get_json
 import pytest
 
 from hyperdash_otel import Dashboard
@@ -140,13 +138,6 @@ def test_pushed_values_win_over_sampling(make_dashboard: Callable[..., Dashboard
 def test_without_collection_nothing_is_sampled(make_dashboard: Callable[..., Dashboard]) -> None:
     snap = make_dashboard(collect_system_metrics=False).snapshot()
     assert (snap["memory_usage"], snap["cpu_usage"], snap["goroutines"]) == (0, 0.0, 0)
-
-
-def get_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        value = json.load(response)
-    assert isinstance(value, dict)
-    return value
 
 
 def test_a_served_dashboard_samples_every_tick(make_dashboard: Callable[..., Dashboard]) -> None:

@@ -11,19 +11,19 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
+from support import get_json
 
 from hyperdash_otel import SNAPSHOT_FIELDS, Dashboard
 from hyperdash_otel.watch import (
     WatchOptions,
-    arrived_live,
     backoff_delay,
     format_line,
+    replayed_after,
     watch,
     ws_url,
 )
@@ -113,10 +113,11 @@ def test_backoff_doubles_up_to_a_cap() -> None:
     assert [backoff_delay(n, 0.5, 8.0) for n in range(1, 8)] == [0.5, 1, 2, 4, 8, 8, 8]
 
 
-def test_arrival_pace_tells_replay_from_live() -> None:
-    assert not arrived_live(1.0, 0.001)  # a tick apart, arrived together: replay
-    assert arrived_live(1.0, 0.9)
-    assert arrived_live(0.05, 0.05)
+def test_the_replay_mark_tells_replay_from_live() -> None:
+    assert replayed_after({"seq": 1, "replay": 3}) == 3
+    assert replayed_after({"seq": 1, "replay": 0}) == 0
+    assert replayed_after({"seq": 1}) is None  # live
+    assert replayed_after({"replay": True}) is None and replayed_after(None) is None
 
 
 @pytest.mark.parametrize(
@@ -211,13 +212,6 @@ def test_watch_json_prints_the_raw_messages(served: Callable[..., Dashboard]) ->
     assert {m["jobs_active"] for m in messages} == {5}
 
 
-def get_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        value = json.load(response)
-    assert isinstance(value, dict)
-    return value
-
-
 def wait_for_ticks(dash: Dashboard, ticks: int, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while get_json(f"{dash.url}healthz")["ticks"] < ticks:
@@ -237,8 +231,10 @@ class FakeStream:
         return self.queue.get()
 
 
-def tick(second: int, active: int) -> str:
-    return json.dumps({"timestamp": f"2026-11-25T18:30:{second:02d}.000Z", "jobs_active": active})
+def tick(second: int, active: int, replay: int | None = None) -> str:
+    message = {"timestamp": f"2026-11-25T18:30:{second:02d}.000Z", "jobs_active": active,
+               "seq": second}
+    return json.dumps(message if replay is None else {**message, "replay": replay})
 
 
 @pytest.mark.parametrize(("first", "backlog", "printed"), [
@@ -257,15 +253,15 @@ def test_the_replay_is_trimmed_to_the_backlog_then_live_ticks_follow(
         out, err = Lines(), Lines()
         printer = _Printer(out, WatchOptions(raw_json=True, backlog=backlog), err)
         if not first:
-            printer.last_timestamp = "2026-11-25T18:30:05.000Z"
-        for second in range(1, 10):  # nine ticks a second apart, all there at once
-            conn.queue.put_nowait(tick(second, second))
+            printer.last_seq = 5
+        for second in range(1, 10):  # nine replayed ticks, each saying how many follow
+            conn.queue.put_nowait(tick(second, second, replay=9 - second))
         task = asyncio.ensure_future(_stream(conn, printer, first))  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
-        # Nine reads of the replay, one that found the stream quiet, one waiting for more:
-        # the replay is over.
-        while conn.reads < 11:
+        # Nine reads of the replay, then one waiting for more: the replay is over and
+        # printed without waiting for a live tick.
+        while conn.reads < 10 or len(out.lines()) < len(printed) - 1:
             assert loop.time() < deadline, conn.reads
             await asyncio.sleep(0.01)
         conn.queue.put_nowait(tick(10, 10))  # the first live tick
@@ -274,6 +270,18 @@ def test_the_replay_is_trimmed_to_the_backlog_then_live_ticks_follow(
         return [json.loads(line)["jobs_active"] for line in out.lines()]
 
     assert asyncio.run(main()) == printed
+
+
+def test_a_restarted_server_is_new_from_its_first_seq() -> None:
+    from hyperdash_otel.watch import _Printer
+
+    printer = _Printer(Lines(), WatchOptions(raw_json=True), Lines())
+    printer.emit(tick(40, 1), json.loads(tick(40, 1)))
+    assert not printer.is_new(json.loads(tick(40, 1)))  # printed already
+    printer.reconnected(json.loads(tick(41, 1)))  # the same server, further on
+    assert not printer.is_new(json.loads(tick(40, 1))) and printer.is_new(json.loads(tick(41, 1)))
+    printer.reconnected(json.loads(tick(3, 1)))  # seq went back: a new server run
+    assert printer.is_new(json.loads(tick(1, 1)))
 
 
 def test_backlog_prints_the_newest_replayed_snapshots(served: Callable[..., Dashboard]) -> None:

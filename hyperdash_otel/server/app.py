@@ -114,7 +114,7 @@ class DashboardApp(tornado.web.Application):
 
 def warn_if_exposed(ctx: ServerContext, port: int) -> bool:
     """A WARNING when the server listens beyond loopback with no credential required."""
-    config = ctx.dashboard.config
+    config = ctx.source.config
     if config.auth_token is not None or ctx.basic or is_loopback_host(config.host):
         return False
     log.warning(

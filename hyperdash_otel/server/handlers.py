@@ -1,4 +1,4 @@
-"""Thin request handlers: each reads its arguments, asks the dashboard, writes JSON.
+"""Thin request handlers: each reads its arguments, asks the source, writes JSON.
 
 Every response carries the security headers; every error is JSON
 (``{"error": "...", "status": N}``), never an HTML page or a traceback.
@@ -11,6 +11,7 @@ import gzip
 import json
 import logging
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,11 +19,18 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+try:  # SIOCOUTQ, for the keep-alive rounds; elsewhere every client is simply pinged
+    import fcntl
+    import termios
+
+    SIOCOUTQ: int | None = termios.TIOCOUTQ
+except ImportError:  # pragma: no cover (not POSIX)
+    SIOCOUTQ = None
 from prometheus_client.exposition import choose_encoder
+from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
+from tornado.iostream import StreamBufferFullError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
-from tornado.websocket import WebSocketHandler
 
 from ..validation import rfc3339
 from .limits import RequestLimits
@@ -37,12 +45,13 @@ from .security import (
     presented_token,
     token_matches,
 )
+from ._tornado_fast import Writes
 from .stream import FanOut, Ticker
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..dashboard import Dashboard
+    from ..source import Source
 
 __all__ = [
     "ApiError",
@@ -74,6 +83,7 @@ PLACEHOLDER_PAGE = (
 # fan-out keeps writing for minutes; with it the skip rule starts within a few ticks.
 NOTSENT_LOWAT = 64 * 1024
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # 25 on Linux
+_INT_ZERO = bytes(4)  # the ioctl's int argument (SIOCOUTQ, named TIOCOUTQ in termios)
 WRITE_BUFFER_SLACK = 4 * 1024 * 1024
 """Tornado-side cap per WebSocket beyond the history replayed on connect. After the replay
 the fan-out writes only into an empty buffer, so one frame plus control frames is the
@@ -86,7 +96,8 @@ MAX_INCOMING_MESSAGE = 4096
 class ServerContext:
     """What the handlers share: one per running server."""
 
-    dashboard: Dashboard
+    source: Source
+    """What is served: the snapshot, the jobs, ``/metrics`` and the config."""
     fanout: FanOut
     ticker: Ticker
     pool: Pool
@@ -103,9 +114,6 @@ class ServerContext:
     """HTTP connections held now (WebSockets excluded), for ``/healthz``."""
     basic: BasicAuth = field(default_factory=lambda: BasicAuth({}))
     """Users who may log in with a password (``Config.basic_auth``)."""
-
-    def counter(self, name: str) -> Any:
-        return self.dashboard.telemetry.instrument(name)
 
 
 class ApiError(HTTPError):
@@ -151,7 +159,7 @@ class _Common(RequestHandler):
             self.set_header("Strict-Transport-Security", HSTS)
 
     def _tokens(self) -> list[str]:
-        config = self.ctx.dashboard.config
+        config = self.ctx.source.config
         tokens = [] if config.auth_token is None else [config.auth_token]
         if self.metrics_scope and config.metrics_token is not None:
             tokens.append(config.metrics_token)
@@ -342,7 +350,7 @@ class JobsHandler(_Common):
             except ValueError:
                 raise ApiError(400, f"limit must be an integer, got {raw_limit!r}") from None
         try:
-            jobs = self.ctx.dashboard.jobs(status=status or None, limit=limit)
+            jobs = self.ctx.source.jobs(status=status or None, limit=limit)
         except (ValueError, TypeError) as exc:
             raise ApiError(400, str(exc)) from None
         self.send_json(jobs)
@@ -354,7 +362,7 @@ class JobHandler(_Common):
     """``/api/jobs/{id}``: one job."""
 
     def get(self, job_id: str) -> None:
-        job = self.ctx.dashboard.job(job_id)
+        job = self.ctx.source.job(job_id)
         if job is None:
             raise ApiError(404, f"no job with id {job_id!r}")
         self.send_json(job)
@@ -377,7 +385,7 @@ class PrometheusHandler(_Common):
         ctx = self.ctx
 
         def encode() -> tuple[bytes, str]:
-            body, content_type = ctx.dashboard.exposition(accept)
+            body, content_type = ctx.source.exposition(accept)
             return (gzip.compress(body, compresslevel=6) if gzipped else body), content_type
 
         if ctx.expositions is None:
@@ -455,7 +463,7 @@ class HealthHandler(_Common):
         since = ticker.last_success if ticker.last_success is not None else ctx.started
         status, reason = health(
             consecutive_errors=ticker.consecutive_errors, last_error=ticker.last_error,
-            since_success=now - since, interval=ctx.dashboard.config.update_interval,
+            since_success=now - since, interval=ctx.source.config.update_interval,
         )
         if status != "ok":
             self.set_status(503)
@@ -480,45 +488,22 @@ class HealthHandler(_Common):
     head = get
 
 
-def write_now(stream: IOStream, data: bytes) -> None:
-    """``stream.write(data)`` minus the Future nobody awaits.
-
-    The fan-out never waits for a write: it learns of progress from the size of the
-    stream's buffer. ``IOStream.write`` makes a Future, a callback and a queue entry per
-    call, and at thousands of clients per tick those allocations are what drives the
-    garbage collector. This does the rest of what ``write`` does (Tornado 6.x internals;
-    ``tests/server/test_websocket.py`` holds it to Tornado's behaviour): the same buffer
-    limit, the same bookkeeping, an immediate attempt to send, a wakeup for the rest.
-    """
-    if stream.closed():
-        raise StreamClosedError(real_error=stream.error)
-    buffer = stream._write_buffer
-    limit = stream.max_write_buffer_size
-    if limit is not None and len(buffer) + len(data) > limit:
-        raise StreamBufferFullError("Reached maximum write buffer size")
-    buffer.append(data)
-    stream._total_write_index += len(data)
-    stream._handle_write()
-    if stream._write_buffer and not stream.closed():
-        stream._add_io_state(IOLoop.WRITE)
-
-
-class StreamHandler(_Common, WebSocketHandler):
+class StreamHandler(_Common, Writes):
     """``/ws``: the live stream. The handler subscribes, unsubscribes and writes; the
-    fan-out decides what and when."""
+    fan-out decides what and when. The writes (``unsent``, ``send``, ``offer``) come from
+    :mod:`._tornado_fast`: on Tornado's internals, or on its public API."""
 
     SUPPORTED_METHODS = ("GET",)
 
     def initialize(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self._reserved = False
-        self._out: IOStream | None = None
 
     def refused_credentials(self) -> None:
         self._reject("unauthorized")
 
     def _reject(self, reason: str) -> None:
-        self.ctx.counter("hyperdash.websocket.rejected").add(1, {"reason": reason})
+        self.ctx.source.server_instruments.websocket_rejected.add(1, {"reason": reason})
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         ctx = self.ctx
@@ -578,34 +563,52 @@ class StreamHandler(_Common, WebSocketHandler):
         assert self.ws_connection is not None
         stream = self.ws_connection.stream
         assert stream is not None
-        self._out = stream
+        self.attach(stream)
         try:
             stream.socket.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
         except OSError:  # not TCP (a test's socketpair) or an old kernel: skip the cap
             log.debug("hyperdash: TCP_NOTSENT_LOWAT not available", exc_info=True)
-        stream.max_write_buffer_size = self.ctx.fanout.history_bytes + WRITE_BUFFER_SLACK
+        # The 101 response is written and its headers are never read again (Tornado's
+        # set_header and friends now refuse to run); at about 1 KB they were the largest
+        # thing this handler kept for the life of the connection.
+        self._headers = HTTPHeaders()
+        fanout = self.ctx.fanout
+        stream.max_write_buffer_size = fanout.history_bytes + WRITE_BUFFER_SLACK
         self.set_nodelay(True)
-        self.ctx.fanout.subscribe(self)
+        settings = self.settings
+        fanout.keep_alive(settings.get("websocket_ping_interval"),
+                          settings.get("websocket_ping_timeout"))
+        fanout.subscribe(self)
+
+    @property
+    def ping_interval(self) -> float | None:
+        """None: no ping task per connection. The fan-out pings every client from one
+        timer with the application's ``websocket_ping_interval``/``_timeout``
+        (:meth:`FanOut.keep_alive <hyperdash_otel.server.stream.FanOut.keep_alive>`)."""
+        return None
 
     def on_message(self, message: str | bytes) -> None:
         """Ignored: the stream is one-way (oversized messages are refused by Tornado)."""
+
+    def on_pong(self, data: bytes) -> None:
+        self.ctx.fanout.pong(self)
 
     def on_close(self) -> None:
         self.ctx.fanout.unsubscribe(self)
         self._release()
 
-    # -- Sink -------------------------------------------------------------------------------
+    # -- Sink (unsent, send and offer: from Writes) ----------------------------------------
 
-    def unsent(self) -> int:
+    def unacked(self) -> int:
         out = self._out
-        return 0 if out is None else len(out._write_buffer)
-
-    def send(self, frame: bytes) -> None:
-        ws = self.ws_connection
-        out = self._out
-        if ws is None or out is None or ws.is_closing():
-            return  # on_close follows and unsubscribes
-        write_now(out, frame)
+        sock = None if out is None else out.socket
+        if sock is None or SIOCOUTQ is None:
+            return 1  # unknown: the keep-alive round pings it
+        try:
+            queued = fcntl.ioctl(sock.fileno(), SIOCOUTQ, _INT_ZERO)
+        except OSError:  # closed meanwhile: on_close follows
+            return 1
+        return int.from_bytes(queued, sys.byteorder, signed=True)
 
     def drop(self, code: int, reason: str) -> None:
         try:

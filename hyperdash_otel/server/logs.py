@@ -166,7 +166,9 @@ def _current_secrets() -> tuple[str, ...]:
         return tuple(s for secrets in _secrets_by_owner.values() for s in secrets)
 
 
-_FILTER = RedactingFilter(_current_secrets)
+FILTER = RedactingFilter(_current_secrets)
+"""The one filter :func:`install` puts on every logger of the server (redacting every
+running server's secrets)."""
 
 
 def _loggers() -> list[logging.Logger]:
@@ -182,8 +184,8 @@ def install(owner: object, secrets: Iterable[str | None]) -> None:
     with _lock:
         _secrets_by_owner[id(owner)] = tuple(s for s in secrets if s)
         for logger in _loggers():
-            if _FILTER not in logger.filters:
-                logger.addFilter(_FILTER)
+            if FILTER not in logger.filters:
+                logger.addFilter(FILTER)
                 _installed_on.append(logger)
 
 
@@ -195,7 +197,7 @@ def uninstall(owner: object) -> None:
         if _secrets_by_owner:
             return
         for logger in _installed_on:
-            logger.removeFilter(_FILTER)
+            logger.removeFilter(FILTER)
         _installed_on.clear()
 
 
@@ -218,6 +220,11 @@ class RateLimitedLog:
         self.interval = interval
         self._clock = clock
         self._kinds: OrderedDict[object, list[float]] = OrderedDict()
+
+    @property
+    def kinds(self) -> int:
+        """Kinds remembered now (at most :data:`MAX_KINDS`)."""
+        return len(self._kinds)
 
     def log(self, kind: object, level: int, msg: str, *args: Any, **kwargs: Any) -> bool:
         """Log ``msg % args`` unless a line of this ``kind`` went out less than

@@ -1,7 +1,8 @@
 """Lifecycle: bind, tick, serve, and take everything down again.
 
-:class:`Runner` is what :class:`~hyperdash_otel.Dashboard` delegates ``start``,
-``start_in_thread``, ``stop`` and ``aclose`` to. One serving session owns a listening
+:class:`Runner` serves any :class:`~hyperdash_otel.source.Source`; it is what
+:class:`~hyperdash_otel.Dashboard` delegates ``start``, ``start_in_thread``, ``stop`` and
+``aclose`` to. One serving session owns a listening
 socket, an HTTP server (with its connection caps), a fan-out, a ticker task, a two-thread
 pool for the tick and a one-thread pool for ``/metrics``; stopping closes the clients with
 1001, the listener, the pools' threads and every connection, so a new server can bind the
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..config import Config
-    from ..dashboard import Dashboard
+    from ..source import Source
 
 __all__ = ["CLOSE_GRACE", "Runner"]
 
@@ -161,19 +162,26 @@ class _Session:
 
 
 class Runner:
-    """Serves one dashboard; see :class:`~hyperdash_otel.Dashboard` for the public face."""
+    """Serves one :class:`~hyperdash_otel.source.Source`; see
+    :class:`~hyperdash_otel.Dashboard` for the public face.
+
+    ``ping_interval`` and ``ping_timeout`` (seconds) time the keep-alive rounds
+    (:meth:`FanOut.keep_alive <hyperdash_otel.server.stream.FanOut.keep_alive>`);
+    ``assets`` is where the page and its scripts are (default: found next to the package).
+    """
 
     def __init__(
         self,
-        dashboard: Dashboard,
+        source: Source,
         *,
         assets: Assets | None = None,
         ping_interval: float = PING_INTERVAL,
         ping_timeout: float = PING_TIMEOUT,
     ) -> None:
-        self._dashboard = dashboard
+        self.source = source
         self._assets = assets
-        self._ping = (ping_interval, ping_timeout)
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self._lock = threading.Lock()
         self._session: _Session | None = None
         self._starting = False
@@ -188,8 +196,16 @@ class Runner:
 
     @property
     def context(self) -> ServerContext | None:
+        """What the handlers share (fan-out, ticker, pools) while serving, else None."""
         session = self._session
         return None if session is None else session.ctx
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop serving now, else None (to run a coroutine on it from a test or
+        a tool: ``asyncio.run_coroutine_threadsafe(coro, runner.loop)``)."""
+        session = self._session
+        return None if session is None else session.loop
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -205,8 +221,9 @@ class Runner:
                 self._starting = False
 
     def _open_now(self) -> _Session:
-        dashboard = self._dashboard
-        config = dashboard.config
+        source = self.source
+        config = source.config
+        instruments = source.server_instruments
         origins = OriginPolicy(config.allowed_origins,
                                hosts=HostPolicy(config.allowed_hosts, bind=config.host))
         ssl_context = _ssl_context(config)
@@ -217,20 +234,21 @@ class Runner:
                 max_clients=config.max_clients,
                 history_size=config.history_size,
                 max_skips=config.slow_client_max_skips,
-                telemetry=dashboard.telemetry,
+                instruments=instruments,
             )
             port = sockets[0].getsockname()[1]
             pool = Pool(workers=2, name=f"hyperdash-{port}")
             metrics_pool = Pool(workers=1, name=f"hyperdash-metrics-{port}")
-            ticker = Ticker(dashboard, fanout, pool, interval=config.update_interval)
+            ticker = Ticker(source, fanout, pool, interval=config.update_interval)
             connections = connection_table(config)
             ctx = ServerContext(
-                dashboard=dashboard, fanout=fanout, ticker=ticker, pool=pool,
+                source=source, fanout=fanout, ticker=ticker, pool=pool,
                 origins=origins, page_path=assets.page, limits=request_limits(config),
                 expositions=Coalescing(metrics_pool), http_connections=connections.__len__,
                 basic=BasicAuth.from_entries(config.basic_auth),
             )
-            app = make_app(ctx, assets, ping_interval=self._ping[0], ping_timeout=self._ping[1])
+            app = make_app(ctx, assets, ping_interval=self.ping_interval,
+                           ping_timeout=self.ping_timeout)
             server = GuardedHTTPServer(
                 app, connections=connections, header_timeout=config.header_timeout,
                 ssl_options=ssl_context, max_body_size=MAX_BODY_SIZE,

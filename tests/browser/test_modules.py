@@ -112,25 +112,68 @@ def test_socket_url(module_page, page_url, socket_url):
     assert call(module_page, "connection.socketUrl", page_url) == socket_url
 
 
-def test_history_dedupes_by_timestamp_orders_and_keeps_fifty(module_page):
+def test_history_dedupes_by_seq_orders_and_keeps_fifty(module_page):
     result = module_page.evaluate(
         "async () => {" + IMPORTS + """
            const h = new historyModule.History(50);
-           const at = (s) => ({ timestamp: new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString(),
-                                jobs_active: s });
+           const at = (s, seq = s) => ({
+             timestamp: new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString(),
+             jobs_active: s, seq });
            const added = [];
            for (let s = 0; s < 40; s += 1) added.push(h.record(at(s)));
-           // A replay: the same 40 again, then 20 new ones, one arriving out of order.
+           // A replay: the same 40 again (their seqs are kept already), then 20 new ones.
            for (let s = 0; s < 40; s += 1) added.push(h.record(at(s)));
-           for (const s of [40, 41, 43, 42, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55,
-                            56, 57, 58, 59]) added.push(h.record(at(s)));
-           added.push(h.record(at(3)));          // older than all kept: dropped
-           added.push(h.record({ timestamp: "not a time" }));
-           return { kept: h.points.map((p) => p.active), added: added.filter(Boolean).length };
+           for (let s = 40; s < 60; s += 1) added.push(h.record(at(s)));
+           added.push(h.record({ timestamp: "not a time", seq: 99 }));
+           const before = added.filter(Boolean).length;
+           // A restarted server: seq begins again; its ticks are new, placed by time.
+           const stale = h.record(at(60, 0));
+           h.newRun();
+           const restarted = [h.record(at(60, 0)), h.record(at(61, 1)), h.record(at(61, 1))];
+           // Without a seq, the timestamp is the identity.
+           const bare = (s) => ({ timestamp: at(s).timestamp, jobs_active: s });
+           const unnumbered = [h.record(bare(62)), h.record(bare(62))];
+           return { kept: h.points.map((p) => p.active), before, stale, restarted,
+                    unnumbered };
          }"""
     )
-    assert result["kept"] == list(range(10, 60))
-    assert result["added"] == 60
+    assert result["before"] == 60
+    assert result["stale"] is False
+    assert result["restarted"] == [True, True, False]
+    assert result["unnumbered"] == [True, False]
+    assert result["kept"] == list(range(13, 63))
+
+
+def test_connection_hands_over_a_replay_once_complete_and_notices_a_restart(module_page):
+    result = module_page.evaluate(
+        "async () => {" + IMPORTS + """
+           const sockets = [];
+           class FakeSocket {
+             constructor(url) { this.url = url; sockets.push(this); }
+             close() {}
+           }
+           const timers = { setTimeout: () => 0, clearTimeout: () => {} };
+           const log = [];
+           const c = new connection.Connection({
+             url: "ws://h/ws", WebSocketImpl: FakeSocket, timers,
+             onMessage: (m) => log.push(m.seq), onNewRun: () => log.push("new run") });
+           c.start();
+           const send = (m) => sockets[sockets.length - 1].onmessage(
+             { data: JSON.stringify(m) });
+           sockets[0].onopen();
+           send({ seq: 8, replay: 2 }); send({ seq: 9, replay: 1 });
+           const held = log.length;
+           send({ seq: 10, replay: 0 }); send({ seq: 11 });
+           // The same server again, then a restarted one (seq began again)
+           c.socket = null; c.open(); sockets[1].onopen();
+           send({ seq: 10, replay: 1 }); send({ seq: 11, replay: 0 });
+           c.socket = null; c.open(); sockets[2].onopen();
+           send({ seq: 0, replay: 1 }); send({ seq: 1, replay: 0 }); send({ seq: 2 });
+           return { held, log };
+         }"""
+    )
+    assert result["held"] == 0
+    assert result["log"] == [8, 9, 10, 11, 10, 11, "new run", 0, 1, 2]
 
 
 def test_connection_keeps_one_socket_and_one_timer(module_page):

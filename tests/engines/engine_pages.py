@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_until
 
 HERE = Path(__file__).resolve().parent
 FIREFOX_DIR = HERE / "firefox"
@@ -221,7 +222,7 @@ class InspectorConsole:
         self._next_id = 0
         # One row per inspectable page: its URL, then the socket that inspects it. The list
         # follows the browser's target list, which can lag the page by a moment.
-        rows = _wait_value(self._targets, WAIT, "a page in WebKit's inspector")
+        rows = wait_until(self._targets, WAIT, "a page in WebKit's inspector", every=POLL)
         path = next((p for u, p in rows if html.unescape(u) == url), rows[-1][1])
         self._stack = contextlib.ExitStack()
         self.ws = self._stack.enter_context(
@@ -322,9 +323,9 @@ class WebKitEngine:
         )
         # With the HTTP inspector on, the automation socket listens on a port WebKit picks:
         # the browser's one listening port besides the HTTP inspector's.
-        automation_port = _wait_value(
+        automation_port = wait_until(
             lambda: next(iter(_listening_ports(self.browser_pid) - {self.inspector_port}), None),
-            START_WAIT, "MiniBrowser's automation socket",
+            START_WAIT, "MiniBrowser's automation socket", every=POLL,
         )
         options = Options()
         options.binary_location = minibrowser
@@ -428,17 +429,6 @@ def _listening_ports(pid: int) -> set[int]:
                 if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
                     ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
-
-
-def _wait_value(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(POLL)
 
 
 def _free_port() -> int:

@@ -7,11 +7,11 @@ import http.client
 import inspect
 import json
 import socket
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from support import wait_until
 from websockets.sync.client import ClientConnection, connect
 
 from hyperdash_otel import Dashboard
@@ -28,18 +28,6 @@ PLAIN_CONNECT: dict[str, Any] = (
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.005)
-
-
 class Response:
     def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes) -> None:
         self.status = status
@@ -51,22 +39,17 @@ class Response:
 
 
 class Served:
-    """A dashboard serving from its own thread, and ways to talk to it."""
+    """A dashboard served by its own :class:`Runner` from a thread, and ways to talk to it."""
 
-    def __init__(self, dash: Dashboard) -> None:
+    def __init__(self, dash: Dashboard, **runner: Any) -> None:
         self.dash = dash
+        self.runner = Runner(dash, **runner)
         self.clients: list[ClientConnection] = []
 
     @property
     def port(self) -> int:
-        assert self.dash.port is not None
-        return self.dash.port
-
-    @property
-    def runner(self) -> Runner:
-        runner = self.dash._runner
-        assert runner is not None
-        return runner
+        assert self.runner.port is not None
+        return self.runner.port
 
     @property
     def ctx(self) -> ServerContext:
@@ -76,9 +59,9 @@ class Served:
 
     def on_loop(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         """Run ``coro`` on the server's loop and wait for its result."""
-        session = self.runner._session
-        assert session is not None
-        return asyncio.run_coroutine_threadsafe(coro, session.loop).result(timeout)
+        loop = self.runner.loop
+        assert loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     def tick(self) -> Frame:
         """One tick now (for servers started with a long ``update_interval``)."""
@@ -107,6 +90,10 @@ class Served:
         self.clients.append(client)
         return client
 
+    def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        self.runner.stop()
+
     def close(self) -> None:
         for client in self.clients:
             client.close()
@@ -123,10 +110,8 @@ def serve(make_dashboard: Callable[..., Dashboard]) -> Iterator[Callable[..., Se
 
     def start(*, runner: dict[str, Any] | None = None, **config: Any) -> Served:
         config.setdefault("update_interval", TICK)
-        served = Served(make_dashboard(**config))
-        if runner is not None:
-            served.dash._runner = Runner(served.dash, **runner)
-        served.dash.start_in_thread()
+        served = Served(make_dashboard(**config), **(runner or {}))
+        served.runner.start_in_thread()
         if config["update_interval"] == MANUAL:
             wait_until(lambda: served.ctx.ticker.ticks >= 1, what="the first tick")
         made.append(served)
@@ -135,7 +120,7 @@ def serve(make_dashboard: Callable[..., Dashboard]) -> Iterator[Callable[..., Se
     yield start
     for served in made:
         served.close()
-        served.dash.stop()
+        served.stop()
 
 
 @pytest.fixture

@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import json
 import socket
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from support import wait_until
+
+__all__ = ["MANUAL", "RawResponse", "exchange", "request", "upgrade", "wait_until"]
+
 MANUAL = 3600.0
 """An update_interval that ticks once at start, then only when a test says."""
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``.
-
-    (conftest.py's, here so test modules can import it: ``conftest`` as a module name is
-    ambiguous when tests/browser is collected in the same run.)
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.005)
 
 
 def upgrade(port: int, headers: dict[str, str] | None = None, *, timeout: float = 10.0

@@ -277,14 +277,14 @@ class TestNoSecretInTheLog:
         assert len(names) == len(set(names))  # one filter per logger, not one per server
         record = logging.LogRecord("tornado.general", logging.INFO, __file__, 1,
                                    "%s %s", (TOKEN, METRICS_TOKEN), None)
-        logs._FILTER.filter(record)
+        logs.FILTER.filter(record)
         assert record.getMessage() == "<redacted> <redacted>"
-        first.dash.stop()
+        first.stop()
         assert logs.installed() == names
-        second.dash.stop()
+        second.stop()
         assert logs.installed() == []
-        second.dash.stop()  # idempotent
-        assert all(logs._FILTER not in logging.getLogger(n).filters for n in names)
+        second.stop()  # idempotent
+        assert all(logs.FILTER not in logging.getLogger(n).filters for n in names)
 
     def test_every_logger_of_the_package_is_covered(self) -> None:
         package = Path(__file__).resolve().parents[2] / "hyperdash_otel"
@@ -616,4 +616,4 @@ def test_rate_limited_log_counts_what_it_held_back(caplog: pytest.LogCaptureFixt
             "401 first", "404 first", "401 later (and 7 more like it in the previous 10s)"]
         for kind in range(logs.MAX_KINDS + 10):
             limited.log(kind, logging.INFO, "x")
-        assert len(limited._kinds) == logs.MAX_KINDS
+        assert limited.kinds == logs.MAX_KINDS

@@ -3,6 +3,8 @@ its own thread, and /healthz telling the truth."""
 
 from __future__ import annotations
 
+import functools
+
 import asyncio
 import json
 import os
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_until
 from websockets.exceptions import InvalidStatus
 
 from hyperdash_otel import Config
@@ -40,17 +43,8 @@ TICK = 0.2
 NOFILE = 256
 
 
-def poll_until(predicate: Callable[[], Any], *, timeout: float, every: float = 0.2,
-               what: str = "") -> Any:
-    """``wait_until`` with a slower poll, for conditions checked over HTTP."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(every)
+poll_until = functools.partial(wait_until, every=0.2)
+"""``wait_until`` with a slower poll, for conditions checked over HTTP."""
 
 
 def healthy(server: ServerProcess, *, timeout: float = 5.0) -> dict[str, Any]:

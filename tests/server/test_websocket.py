@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
-import re
 import socket
 import struct
 import termios
@@ -15,13 +14,22 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support import sample
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from hyperdash_otel import JobInfo
-from hyperdash_otel.server.handlers import NOTSENT_LOWAT, StreamHandler, write_now
-from hyperdash_otel.server.stream import CLOSE_GOING_AWAY, CLOSE_TOO_SLOW
+from hyperdash_otel.server._tornado_fast import FastWrites, write_now
+from hyperdash_otel.server.handlers import NOTSENT_LOWAT, StreamHandler
+from hyperdash_otel.server.stream import (
+    CLOSE_GOING_AWAY,
+    CLOSE_TOO_SLOW,
+    FanOut,
+    Frame,
+    light_snapshot,
+    text_frame,
+)
 
 MANUAL = 3600.0  # ticks once at start, then only when a test calls tick()
 
@@ -40,26 +48,33 @@ def assert_nothing_pending(client: Any) -> None:
 
 
 def rejected(s: Any, reason: str) -> float:
-    m = re.search(
-        r'hyperdash_websocket_rejected_total\{[^}]*reason="' + reason + r'"[^}]*\} (\S+)',
-        s.dash.metrics_text(),
-    )
-    return float(m.group(1)) if m else 0.0
+    value = sample(s.dash.metrics_text(), "hyperdash_websocket_rejected_total", reason=reason)
+    return value or 0.0
 
 
 def test_history_on_connect_oldest_first_then_every_tick(serve: Callable[..., Any]) -> None:
+    """The replay: every retained tick with all its keys and numbers (what the charts
+    need); the job, alert and custom lists only in the newest, which the page shows."""
     s = serve(update_interval=MANUAL, history_size=5)
+    s.dash.add_job(JobInfo(id="j1", name="export web-01", status="running", provider="aws"))
+    s.dash.add_alert("warning", "disk almost full")
     frames = [s.tick() for _ in range(7)]
-    history = [f.payload.decode() for f in s.ctx.fanout.history]
-    assert history == [f.payload.decode() for f in frames[-5:]]
+    assert [f.seq for f in s.ctx.fanout.history] == [f.seq for f in frames[-5:]]
+    full = [json.loads(f.payload) for f in frames[-5:]]
+    assert all(m["recent_jobs"] and m["alerts"] for m in full)
     client = s.ws()
-    assert recv_n(client, 5) == history
+    got = [json.loads(m) for m in recv_n(client, 5)]
+    # Each replayed message says how many more follow: history ends at "replay": 0.
+    assert [m.pop("replay") for m in got] == [4, 3, 2, 1, 0]
+    assert got[-1] == full[-1]
+    assert got[:-1] == [light_snapshot(m) for m in full[:-1]]
+    assert all(list(m) == list(full[-1]) for m in got)  # every key, in the same order
     assert_nothing_pending(client)
     live = s.tick()
-    assert client.recv(timeout=5) == live.payload.decode()
-    stamps = [json.loads(m)["timestamp"] for m in history] + [json.loads(live.payload)["timestamp"]]
-    # Oldest first. Not necessarily distinct: two manual ticks may fall in one millisecond.
-    assert stamps == sorted(stamps) and len(stamps) == 6
+    assert client.recv(timeout=5) == live.payload.decode()  # live: no "replay" key
+    seqs = [m["seq"] for m in got] + [json.loads(live.payload)["seq"]]
+    assert seqs == [f.seq for f in frames[-5:]] + [live.seq]
+    assert seqs == list(range(seqs[0], seqs[0] + 6))  # one per tick, in order
 
 
 def test_an_update_is_in_the_next_tick(serve: Callable[..., Any]) -> None:
@@ -211,7 +226,7 @@ def test_stop_closes_clients_with_going_away(serve: Callable[..., Any]) -> None:
     s = serve()
     client = s.ws()
     client.recv(timeout=5)
-    s.dash.stop()
+    s.stop()
     with pytest.raises(ConnectionClosed) as err:
         while True:
             client.recv(timeout=5)
@@ -233,6 +248,32 @@ def test_keepalive_pings_close_a_silent_peer(serve: Callable[..., Any], raw_ws: 
     time.sleep(0.5)  # five more ping periods: the answering client stays
     assert s.ctx.fanout.clients == 1
     answering.recv(timeout=5)
+
+
+def test_unacked_is_what_the_peer_has_not_acknowledged(serve: Callable[..., Any],
+                                                        raw_ws: Any, wait: Any) -> None:
+    """The evidence the keep-alive round goes by: 0 once a reading peer's TCP has taken
+    a tick, more than 0 while a peer that stopped reading leaves ticks unacknowledged."""
+    s = serve(update_interval=MANUAL, history_size=1)
+    for i in range(50):  # ~60 KB frames: a small window is full after one
+        s.dash.add_job(JobInfo(id=f"job-{i:03d}", name="n" * 1000, provider="aws"))
+    reader, head = raw_ws(s.port)
+    assert head.startswith(b"HTTP/1.1 101")
+    wait(lambda: s.ctx.fanout.clients == 1)
+    handler = server_stream(s)
+    s.tick()
+    reader.settimeout(5)
+    got = 0
+    while got < 50_000:
+        got += len(reader.recv(1 << 20))
+    wait(lambda: handler.unacked() == 0, what="the reader's TCP to acknowledge the tick")
+    stuck, head = raw_ws(s.port, rcvbuf=4096)  # never reads
+    assert head.startswith(b"HTTP/1.1 101")
+    wait(lambda: s.ctx.fanout.clients == 2)
+    stuck_handler = next(h for h in s.ctx.fanout.sinks() if h is not handler)
+    for _ in range(3):
+        s.tick()
+    wait(lambda: stuck_handler.unacked() > 0, what="ticks the stuck peer cannot take")  # type: ignore[attr-defined]
 
 
 def server_stream(s: Any) -> StreamHandler:
@@ -314,7 +355,7 @@ def test_a_client_that_never_reads(serve: Callable[..., Any], raw_ws: Any, wait:
         wait(lambda: s.ctx.fanout.clients == 2)
         handler = next(h for h in s.ctx.fanout.sinks() if isinstance(h, StreamHandler)
                        and h.request.headers.get("User-Agent") is None)
-        out = handler._out
+        out = handler.connection_stream
         assert out is not None
         server_sock = out.socket
         frame_size = len(published[-1]) + 10
@@ -361,8 +402,7 @@ def test_a_client_that_never_reads(serve: Callable[..., Any], raw_ws: Any, wait:
         stop_reading.set()
         reader.join()
     text = s.dash.metrics_text()
-    assert re.search(r'hyperdash_websocket_disconnects_total\{[^}]*reason="too_slow"[^}]*\} 1\.0',
-                     text)
+    assert sample(text, "hyperdash_websocket_disconnects_total", reason="too_slow") == 1
 
 
 class TestWriteNow:
@@ -402,5 +442,38 @@ class TestWriteNow:
             with pytest.raises(StreamClosedError):
                 write_now(a, b"late")
             b.close()
+
+        asyncio.run(main())
+
+    def test_a_closed_stream_still_subscribed_is_evicted_not_fatal(self) -> None:
+        """Between a stream closing and its on_close, a tick must still reach the others."""
+        async def main() -> None:
+            a, b = await self.pair()
+            c, d = await self.pair()
+            fan = FanOut(max_clients=5, history_size=1, max_skips=3)
+            class Sink(FastWrites):  # the fast path's writes, whichever path the server runs
+                def unacked(self) -> int:
+                    return 0
+
+                def drop(self, code: int, reason: str) -> None:
+                    pass
+
+            gone, alive = Sink.__new__(Sink), Sink.__new__(Sink)
+            for handler, stream in ((gone, a), (alive, c)):
+                handler.attach(stream)
+                handler.ws_connection = None
+            alive.ws_connection = type("Open", (), {"server_terminated": False,
+                                                    "client_terminated": False})()  # type: ignore[assignment]
+            gone.ws_connection = alive.ws_connection
+            fan.subscribe(gone)
+            fan.subscribe(alive)
+            a.close()  # closed; its on_close has not run yet
+            assert gone.unsent() == 0
+            frame = Frame(fan.begin_tick(), b"{}", text_frame(b"{}"), 0.0)
+            fan.publish(frame)
+            assert fan.clients == 1
+            assert await d.read_bytes(len(frame.frame)) == frame.frame
+            for s in (b, c, d):
+                s.close()
 
         asyncio.run(main())

@@ -43,9 +43,15 @@ export function socketUrl(href) {
   return url.toString();
 }
 
+// Bound on the replayed messages held until the replay is complete (the server keeps 50).
+const MAX_REPLAY = 1000;
+
 /**
  * Keeps one socket to `url` open and hands each parsed message to `onMessage`.
  * `onState(state, detail)` hears "connecting", "live", "reconnecting" and "offline".
+ * The history the server replays on connect (each message's `replay` says how many more
+ * follow) is handed over once complete; if its newest `seq` is below the last one seen,
+ * the server restarted (its seq began again) and `onNewRun()` is called first.
  * Timers and the socket class are injectable so the logic can be driven in tests.
  */
 export class Connection {
@@ -53,6 +59,7 @@ export class Connection {
     url,
     onMessage,
     onState = () => {},
+    onNewRun = () => {},
     WebSocketImpl = globalThis.WebSocket,
     timers = globalThis,
     random = Math.random,
@@ -61,6 +68,9 @@ export class Connection {
     this.url = url;
     this.onMessage = onMessage;
     this.onState = onState;
+    this.onNewRun = onNewRun;
+    this.replayed = [];
+    this.lastSeq = null;
     this.WebSocketImpl = WebSocketImpl;
     this.timers = timers;
     this.random = random;
@@ -133,6 +143,7 @@ export class Connection {
     }
     this.socket = socket;
     this.socketsOpened += 1;
+    this.replayed = []; // a replay cut short by a lost socket is replayed again whole
     socket.onopen = () => {
       if (socket !== this.socket) return;
       this.attempt = 0;
@@ -164,7 +175,32 @@ export class Connection {
       return; // not ours to render; the next tick will do
     }
     if (metrics === null || typeof metrics !== "object" || Array.isArray(metrics)) return;
+    const remaining = metrics.replay;
+    if (Number.isInteger(remaining) && remaining >= 0) {
+      this.replayed.push(metrics);
+      if (remaining > 0 && this.replayed.length < MAX_REPLAY) return;
+    }
+    this.endReplay();
+    if (!Number.isInteger(remaining)) this.deliver(metrics);
+  }
+
+  // The replay is complete (or a live message came): hand it over, after saying whether
+  // it continues the run already seen.
+  endReplay() {
+    const batch = this.replayed;
+    if (batch.length === 0) return;
+    this.replayed = [];
+    const newest = batch[batch.length - 1].seq;
+    if (Number.isInteger(newest) && this.lastSeq !== null && newest < this.lastSeq) {
+      this.lastSeq = null;
+      this.onNewRun();
+    }
+    for (const metrics of batch) this.deliver(metrics);
+  }
+
+  deliver(metrics) {
     this.messagesReceived += 1;
+    if (Number.isInteger(metrics.seq)) this.lastSeq = metrics.seq;
     this.learnTick(metrics.timestamp);
     this.onMessage(metrics);
   }

@@ -98,19 +98,24 @@ export function formatLocalTime(value, now = new Date()) {
     when.getFullYear() === now.getFullYear() &&
     when.getMonth() === now.getMonth() &&
     when.getDate() === now.getDate();
-  const time = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const time = CLOCK_FORMAT.format(when);
   if (sameDay) return time;
-  const date = when.toLocaleDateString([], { year: "numeric", month: "short", day: "numeric" });
-  return `${date} ${time}`;
+  return `${DATE_FORMAT.format(when)} ${time}`;
 }
+
+// One formatter each, made once: toLocaleTimeString(locales, options) builds a new
+// Intl.DateTimeFormat on every call, which was a third of the page's time per message
+// (50 table rows and the chart axes each tick; see bench/RESULTS.md).
+const CLOCK_FORMAT = new Intl.DateTimeFormat([], {
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+});
+const DATE_FORMAT = new Intl.DateTimeFormat([], { year: "numeric", month: "short", day: "numeric" });
 
 /** A clock reading for chart axes and the header: "18:30:05" in local time. */
 export function formatClock(ms) {
-  return new Date(ms).toLocaleTimeString([], {
-    hour: "2-digit",
-    minute: "2-digit",
-    second: "2-digit",
-  });
+  return CLOCK_FORMAT.format(new Date(ms));
 }
 
 /**

@@ -71,6 +71,7 @@ const connection = new Connection({
   url: socketUrl(window.location.href),
   onMessage: receive,
   onState: showConnection,
+  onNewRun: () => history.newRun(),
 });
 
 // With `?token=` in the page URL, links to the token-protected endpoints carry it too.

@@ -1,0 +1,71 @@
+"""What every test suite shares: polling with a deadline, JSON over HTTP, the CLI as a
+process, and series values read with prometheus_client's own text parser.
+
+Import it as ``support`` (tests/ is on the path through tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+HYPERDASH = [sys.executable, "-m", "hyperdash_otel"]
+"""The command line of the ``hyperdash`` CLI, run from this interpreter."""
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "",
+               *, every: float = 0.005) -> Any:
+    """Poll ``predicate`` every ``every`` seconds until it returns something truthy, and
+    return that; fail after ``timeout`` seconds, naming ``what`` (never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(every)
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    """The decoded JSON body of a GET (an HTTP error status raises)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
+def get_text(url: str, timeout: float = 5.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return str(response.read().decode("utf-8"))
+
+
+def hyperdash(*args: str, env: dict[str, str] | None = None,
+              timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion (``timeout`` bounds it) and capture its output."""
+    return subprocess.run([*HYPERDASH, *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample called ``name`` in a Prometheus text exposition, with its labels, as
+    prometheus_client's parser reads them (``name`` is the sample's name: with its
+    ``_total``, ``_count`` or ``_bucket`` suffix)."""
+    return [(dict(s.labels), s.value)
+            for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == name]
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the one sample ``name`` whose labels include ``labels``; None if there
+    is none, an AssertionError if several match."""
+    found = [value for have, value in samples(text, name)
+             if all(have.get(k) == v for k, v in labels.items())]
+    assert len(found) <= 1, f"{len(found)} samples of {name} match {labels}"
+    return found[0] if found else None
