@@ -7,7 +7,7 @@ the fan-out on the loop.
 
 Per client and tick the fan-out does one thing: hand the shared, already framed bytes to the
 client's socket buffer. No task, future or copy is made per client (see
-:meth:`StreamHandler.send <hyperdash_otel.server.handlers.StreamHandler.send>`): at thousands
+:meth:`StreamHandler.offer <hyperdash_otel.server.handlers.StreamHandler.offer>`): at thousands
 of connections the garbage collector, not the sockets, is what a per-client allocation costs.
 For the same reason one timer keeps every client alive (:meth:`FanOut.keep_alive`), instead
 of a task, two timers and a pong to read per connection, and a new client gets its history
@@ -356,8 +356,9 @@ class FanOut:
         A client whose peer has acknowledged every byte of the ticks written since the
         last round (nothing left in Tornado's buffer or the kernel's send queue) has
         answered already, at the TCP level: it is not pinged. A peer that has gone away
-        leaves the next tick unacknowledged, so it is pinged, and closed unless it
-        answers in time, within the same interval and timeout as with pings to all.
+        leaves the next tick unacknowledged, so it is pinged at the next round and
+        closed unless it answers within the timeout: at most one interval later than
+        with pings to all (a peer gone right after acknowledging a round's evidence).
         With no tick since the last round there is no such evidence: everyone is pinged.
         A peer whose kernel still acknowledges but whose process stopped reading is the
         slow-client rule's: its window fills, its ticks are skipped, it is closed with
