@@ -46,6 +46,7 @@ __all__ = [
     "Ticker",
     "encode_snapshot",
     "gc_paused",
+    "gc_resume_stuck",
     "light_snapshot",
     "next_tick",
     "text_frame",
@@ -432,6 +433,7 @@ def gc_paused() -> Iterator[None]:
         if _gc_pausers == 0:
             _gc_resume = gc.isenabled()
             gc.disable()
+        # (after gc_resume_stuck the collector stays on until every block has ended)
         _gc_pausers += 1
     try:
         yield
@@ -440,6 +442,23 @@ def gc_paused() -> Iterator[None]:
             _gc_pausers -= 1
             if _gc_pausers == 0 and _gc_resume:
                 gc.enable()
+
+
+GC_PAUSE_LIMIT = 5.0
+"""Seconds a tick may keep the garbage collector paused; a tick still running then (a
+collector blocked on I/O, say) gets it back on, see :func:`gc_resume_stuck`."""
+
+
+def gc_resume_stuck() -> bool:
+    """Switch the collector back on while a :func:`gc_paused` block is still running
+    (it stays on until every such block has ended). True if it was paused."""
+    with _gc_lock:
+        if _gc_pausers and _gc_resume and not gc.isenabled():
+            gc.enable()
+            log.warning("hyperdash: a tick has run for over %gs; garbage collection resumed "
+                        "while it finishes", GC_PAUSE_LIMIT)
+            return True
+    return False
 
 
 def next_tick(*, scheduled: float, interval: float, now: float) -> tuple[float, int]:
@@ -498,6 +517,8 @@ class Ticker:
         """Run one tick now; a failure is logged and counted, never raised."""
         seq = self._fanout.begin_tick()
         started = time.perf_counter()
+        # A tick stuck in a user's collector must not keep the GC paused for good.
+        guard = asyncio.get_running_loop().call_later(GC_PAUSE_LIMIT, gc_resume_stuck)
         try:
             frame = await self._pool.run(self._build, seq)
         except Exception:
@@ -505,6 +526,8 @@ class Ticker:
             self._errors.add(1)
             log.exception("hyperdash: tick %d failed; the next one runs as scheduled", seq)
             return None
+        finally:
+            guard.cancel()
         self._fanout.publish(frame)
         self.ticks += 1
         self._duration.record(time.perf_counter() - started)
