@@ -4,7 +4,8 @@ Usage: ``python -m bench._outside_clients PORT N RAMP_SECONDS``. It connects its
 at an even pace over RAMP_SECONDS, reading all the while (the replay arrives during the
 ramp), answers pings, and prints one JSON line ``{"ready": ...}`` once every handshake is
 done. It then reads until a line ``report T0 T1`` arrives on stdin and answers with one
-JSON line of figures for the ticks stamped in [T0, T1]; the stdin closing ends it. Bounded
+JSON line of figures for the ticks stamped in [T0, T1] (``count`` answers how many live
+messages have arrived so far); the stdin closing ends it. Bounded
 to 15 minutes whatever the parent does.
 
 Latency is the kernel's receive time of the data that completed the frame (SO_TIMESTAMPNS)
@@ -58,6 +59,8 @@ class Reader:
         self.sel = selectors.DefaultSelector()
         self.stamps: dict[bytes, float] = {}  # tick stamp -> epoch seconds
         self.backlog = 0
+        self.live = 0
+        """Live (not replayed) messages received so far, by all clients."""
         self.refused: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.handshakes = 0
@@ -169,6 +172,7 @@ class Reader:
                         self.backlog += 1
                     elif raw not in client.seen:
                         client.seen[raw] = kernel - at
+                        self.live += 1
             elif opcode == 9:
                 client.sock.send(PONG)
             elif opcode == 8:
@@ -229,7 +233,9 @@ def main() -> int:
             line = sys.stdin.readline()
             if not line:
                 return 0
-            if line.startswith("report"):
+            if line.startswith("count"):
+                print(json.dumps({"live": reader.live}), flush=True)
+            elif line.startswith("report"):
                 _, t0, t1 = line.split()
                 print(json.dumps(report(reader, everyone, float(t0), float(t1), cpu0)),
                       flush=True)

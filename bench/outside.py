@@ -19,7 +19,9 @@ to other cores than the server where there are cores to pin. Per variant and N i
 * frames missed: ticks stamped in the window that a connected client never received;
 * memory per client: (RSS once connected - RSS before) / N;
 * connect cost: server CPU from the first connection until every client has its
-  handshake and replay, net of the server's idle CPU over the same time.
+  handshake and replay; net of the server's idle CPU over the same time and of the ticks
+  sent meanwhile to the clients already connected (their count times the window's CPU
+  per client-message).
 
 Run ``python -m bench outside`` (all sizes) or
 ``python -m bench outside --sizes 100,1000 --duration 10``. Loopback only; every phase has
@@ -256,6 +258,8 @@ class Result:
     kb_per_client: float
     connect_cpu_s: float
     connect_cpu_net_s: float
+    """Net of the idle CPU and of the ticks sent meanwhile (at the window's cost each)."""
+    live_during_connect: int
     connect_wall_s: float
     idle_cpu_pct: float
     client_cpu_pct: float
@@ -296,6 +300,12 @@ def run_one(variant: str, n: int, *, payload_file: str, interval: float, duratio
         time.sleep(1.0)  # the replay written at the last handshake reaches its client
         connect_end = cpu_of(pid)
         connect_wall = time.monotonic() - started
+        # Ticks ran to the clients already connected meanwhile: counted, to subtract them.
+        for c in clients:
+            assert c.stdin is not None
+            c.stdin.write("count\n")
+            c.stdin.flush()
+        live_during_connect = sum(_read_json(c, 60)["live"] for c in clients)
         rss_after = rss_of(pid)
         connected = sum(r["ready"] for r in readies)
 
@@ -362,7 +372,9 @@ def run_one(variant: str, n: int, *, payload_file: str, interval: float, duratio
         rss_before_mb=rss_before / 2**20, rss_after_mb=rss_after / 2**20,
         kb_per_client=(rss_after - rss_before) / max(1, connected) / 1024,
         connect_cpu_s=cw.total,
-        connect_cpu_net_s=max(0.0, cw.total - idle_rate * connect_wall),
+        connect_cpu_net_s=max(0.0, cw.total - idle_rate * connect_wall
+                              - live_during_connect * ww.total / msgs),
+        live_during_connect=live_during_connect,
         connect_wall_s=connect_wall,
         idle_cpu_pct=idle_rate * 100,
         client_cpu_pct=client_cpu / span / max(1, len(reports)) * 100,
@@ -422,7 +434,8 @@ def table(results: list[Result]) -> str:
         f"\n### {n:,} clients\n",
         "| server | connected | CPU µs per client-message (user + sys) | vs floor "
         "| net of idle | loop thread user µs | p50 ms | p99 ms | p99 vs floor "
-        "| frames missed | dropped | KB per client | connect CPU s (net) | vs floor "
+        "| frames missed | dropped | KB per client | connect CPU s (net of idle and ticks) "
+        "| vs floor "
         "| connect wall s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -449,7 +462,8 @@ def table(results: list[Result]) -> str:
             extra.append(f"dropped by close code {r.dropped}")
         extra.append(f"{r.ticks} ticks in the window ({r.missed_all_clients} reached no "
                      f"client), {r.backlog_messages:,} replayed "
-                     f"messages, idle server CPU {r.idle_cpu_pct:.1f}%, client processes "
+                     f"messages, {r.live_during_connect:,} ticks to clients while connecting, "
+                     f"idle server CPU {r.idle_cpu_pct:.1f}%, client processes "
                      f"{r.client_cpu_pct:.0f}% CPU each, load {r.load}")
         notes.append(f"- {r.variant}: " + "; ".join(extra))
     return "\n".join(lines + [""] + notes)

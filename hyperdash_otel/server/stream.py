@@ -7,7 +7,7 @@ the fan-out on the loop.
 
 Per client and tick the fan-out does one thing: hand the shared, already framed bytes to the
 client's socket buffer. No task, future or copy is made per client (see
-:meth:`StreamHandler.send <hyperdash_otel.server.handlers.StreamHandler.send>`): at thousands
+:meth:`StreamHandler.offer <hyperdash_otel.server.handlers.StreamHandler.offer>`): at thousands
 of connections the garbage collector, not the sockets, is what a per-client allocation costs.
 For the same reason one timer keeps every client alive (:meth:`FanOut.keep_alive`), instead
 of a task, two timers and a pong to read per connection, and a new client gets its history
@@ -48,6 +48,7 @@ __all__ = [
     "Ticker",
     "encode_snapshot",
     "gc_paused",
+    "gc_resume_stuck",
     "light_snapshot",
     "next_tick",
     "replay_payload",
@@ -383,8 +384,9 @@ class FanOut:
         A client whose peer has acknowledged every byte of the ticks written since the
         last round (nothing left in Tornado's buffer or the kernel's send queue) has
         answered already, at the TCP level: it is not pinged. A peer that has gone away
-        leaves the next tick unacknowledged, so it is pinged, and closed unless it
-        answers in time, within the same interval and timeout as with pings to all.
+        leaves the next tick unacknowledged, so it is pinged at the next round and
+        closed unless it answers within the timeout: at most one interval later than
+        with pings to all (a peer gone right after acknowledging a round's evidence).
         With no tick since the last round there is no such evidence: everyone is pinged.
         A peer whose kernel still acknowledges but whose process stopped reading is the
         slow-client rule's: its window fills, its ticks are skipped, it is closed with
@@ -458,6 +460,7 @@ def gc_paused() -> Iterator[None]:
         if _gc_pausers == 0:
             _gc_resume = gc.isenabled()
             gc.disable()
+        # (after gc_resume_stuck the collector stays on until every block has ended)
         _gc_pausers += 1
     try:
         yield
@@ -466,6 +469,23 @@ def gc_paused() -> Iterator[None]:
             _gc_pausers -= 1
             if _gc_pausers == 0 and _gc_resume:
                 gc.enable()
+
+
+GC_PAUSE_LIMIT = 5.0
+"""Seconds a tick may keep the garbage collector paused; a tick still running then (a
+collector blocked on I/O, say) gets it back on, see :func:`gc_resume_stuck`."""
+
+
+def gc_resume_stuck() -> bool:
+    """Switch the collector back on while a :func:`gc_paused` block is still running
+    (it stays on until every such block has ended). True if it was paused."""
+    with _gc_lock:
+        if _gc_pausers and _gc_resume and not gc.isenabled():
+            gc.enable()
+            log.warning("hyperdash: a tick has run for over %gs; garbage collection resumed "
+                        "while it finishes", GC_PAUSE_LIMIT)
+            return True
+    return False
 
 
 def next_tick(*, scheduled: float, interval: float, now: float) -> tuple[float, int]:
@@ -537,6 +557,8 @@ class Ticker:
         """Run one tick now; a failure is logged and counted, never raised."""
         seq = self._fanout.begin_tick()
         started = time.perf_counter()
+        # A tick stuck in a user's collector must not keep the GC paused for good.
+        guard = asyncio.get_running_loop().call_later(GC_PAUSE_LIMIT, gc_resume_stuck)
         try:
             frame = await self._pool.run(self._build, seq)
         except Exception as exc:
@@ -546,6 +568,8 @@ class Ticker:
             self._errors.add(1)
             log.exception("hyperdash: tick %d failed; the next one runs as scheduled", seq)
             return None
+        finally:
+            guard.cancel()
         self._fanout.publish(frame)
         self.ticks += 1
         self.consecutive_errors = 0

@@ -26,6 +26,7 @@ from hyperdash_otel.server.stream import (
     Ticker,
     encode_snapshot,
     gc_paused,
+    gc_resume_stuck,
     light_snapshot,
     replay_payload,
     next_tick,
@@ -479,3 +480,43 @@ def test_a_tick_builds_with_the_collector_paused(dash: Dashboard,
     run_ticker(dash, lambda t: t.ticks >= 2)
     assert seen and not any(seen)
     assert gc.isenabled()
+
+
+def test_a_stuck_tick_gives_the_collector_back(dash: Dashboard,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    import gc
+
+    from hyperdash_otel.server import stream
+
+    monkeypatch.setattr(stream, "GC_PAUSE_LIMIT", 0.05)
+    release = threading.Event()
+    during: list[bool] = []
+    real = dash.snapshot
+
+    def stuck(now: Any = None) -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while not gc.isenabled() and time.monotonic() < deadline:
+            time.sleep(0.01)  # a collector blocked on I/O, until the guard fires
+        during.append(gc.isenabled())
+        release.wait(10)
+        return real()
+
+    monkeypatch.setattr(dash, "snapshot", stuck)
+
+    async def main() -> None:
+        pool = Pool(name="test-stuck")
+        ticker = Ticker(dash, fanout(), pool, interval=1.0)
+        task = asyncio.ensure_future(ticker.tick())
+        deadline = time.monotonic() + 10
+        while not during and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        release.set()
+        assert await task is not None
+        await pool.aclose()
+
+    asyncio.run(main())
+    assert during == [True]  # back on while the tick was still running
+    assert gc.isenabled()
+    assert "garbage collection resumed" in caplog.text
+    assert not gc_resume_stuck()  # nothing paused now
