@@ -65,8 +65,10 @@ def run(clients: int, mode: str) -> dict[str, float]:
                             text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        session = dash._runner._session  # type: ignore[union-attr]
-        fanout = session.ctx.fanout
+        runner = dash.server
+        assert runner is not None and runner.context is not None and runner.loop is not None
+        fanout = runner.context.fanout
+        loop = runner.loop
         deadline = time.monotonic() + 30
         while fanout.clients < clients and time.monotonic() < deadline:
             time.sleep(0.05)  # bench set-up, not a test: wait for the subscriptions
@@ -90,7 +92,7 @@ def run(clients: int, mode: str) -> dict[str, float]:
                 gc.callbacks.remove(watch)
             return times, watch
 
-        times, watch = asyncio.run_coroutine_threadsafe(ticks(), session.loop).result(120)
+        times, watch = asyncio.run_coroutine_threadsafe(ticks(), loop).result(120)
         return {"tick": statistics.median(times), "full_gc": watch.full,
                 "gc": watch.collections, "gc_pause": watch.longest,
                 "clients": fanout.clients, "bytes": len(payload)}

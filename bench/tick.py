@@ -103,7 +103,7 @@ def main() -> None:
         build: Any = Ticker._build  # the worker thread's whole job, without the loop
         fake = Ticker.__new__(Ticker)
         fake._clock = time.time
-        fake._dashboard = dash
+        fake._source = dash
         number = 200 if n < 1_000 else 20 if n < 10_000 else 5
         base, cand = compare(lambda d=dash: list(d.registry.collect()),
                              lambda b=build, f=fake: b(f, 0), number=number, rounds=5)
