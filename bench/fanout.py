@@ -46,8 +46,11 @@ def _payload_of(frame: bytes) -> bytes:
 
 
 def run(clients: int, mode: str) -> dict[str, float]:
+    # Every client comes from 127.0.0.1: the per-address limits, meant for many addresses,
+    # are lifted (they cost nothing per tick; the fan-out is what is measured).
     dash = Dashboard(Config(port=0, update_interval=3600, max_clients=clients + 10,
-                            collect_system_metrics=False, history_size=1))
+                            collect_system_metrics=False, history_size=1, rate_limit=0,
+                            max_connections_per_ip=4096))
     for i in range(50):
         dash.add_job(JobInfo(id=f"job-{i}", name=f"export-vm-{i}", status="running",
                              progress=i * 2, provider=("aws", "azure", "gcp")[i % 3],
