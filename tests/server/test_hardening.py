@@ -9,10 +9,7 @@ import http.client
 import io
 import json
 import logging
-import os
-import shutil
 import ssl
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -331,22 +328,6 @@ class TestJsonErrors:
     def test_no_hsts_over_plain_http(self, serve: Callable[..., Any]) -> None:
         assert serve().request("/").headers["Strict-Transport-Security"] is None
 
-
-@pytest.fixture
-def certificate(tmp_path: Path) -> tuple[str, str]:
-    if shutil.which("openssl") is None:
-        reason = "needs the openssl command (apt-get install openssl; `make system-deps`)"
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail(f"CI=true and {reason}", pytrace=False)
-        pytest.skip(reason)
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return str(cert), str(key)
 
 
 @pytest.mark.parametrize("path", ["/", "/api/metrics", "/healthz", "/nope", "/static/x.js"])

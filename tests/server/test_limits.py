@@ -7,11 +7,8 @@ import functools
 
 import asyncio
 import json
-import os
-import shutil
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -556,26 +553,10 @@ def test_limit_flags_reach_the_config(capsys: pytest.CaptureFixture[str]) -> Non
     assert "--header-timeout: must be > 0 s, got 0" in capsys.readouterr().err
 
 
-@pytest.fixture
-def tls_files(tmp_path: Path) -> tuple[str, str]:
-    if shutil.which("openssl") is None:
-        reason = "needs the openssl command (apt-get install openssl; `make system-deps`)"
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail(f"CI=true and {reason}", pytrace=False)
-        pytest.skip(reason)
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return str(cert), str(key)
-
 
 def test_under_tls_a_connection_that_never_starts_the_handshake_is_closed(
-        serve: Callable[..., Any], tls_files: tuple[str, str], wait: Any) -> None:
-    cert, key = tls_files
+        serve: Callable[..., Any], certificate: tuple[str, str], wait: Any) -> None:
+    cert, key = certificate
     s = serve(tls_certfile=cert, tls_keyfile=key, header_timeout=0.5,
               max_connections=3, max_connections_per_ip=3)
     held = half_open(s.port, 4, partial_every=0)  # silent: no ClientHello

@@ -10,10 +10,8 @@ import inspect
 import json
 import logging
 import os
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -273,22 +271,6 @@ def test_disabled_is_a_logged_no_op(make_dashboard: Callable[..., Dashboard],
     assert "disabled" in caplog.text
     dash.stop()
 
-
-@pytest.fixture
-def certificate(tmp_path: Path) -> tuple[str, str]:
-    if shutil.which("openssl") is None:
-        reason = "needs the openssl command (apt-get install openssl; `make system-deps`)"
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail(f"CI=true and {reason}", pytrace=False)
-        pytest.skip(reason)
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return str(cert), str(key)
 
 
 def test_tls(make_dashboard: Callable[..., Dashboard], certificate: tuple[str, str]) -> None:
