@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from rawhttp import upgrade
 from support import wait_until
 from websockets.sync.client import ClientConnection, connect
 
@@ -155,28 +156,7 @@ def raw_upgrade(port: int, *, rcvbuf: int | None = None, path: str = "/ws",
     ``rcvbuf`` shrinks the socket's receive buffer before connecting (so the TCP window
     the server sees is that small), for clients that stop reading.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version: 13",
-    ]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        if not chunk:
-            break
-        head += chunk
-    return sock, head
+    return upgrade(port, headers, rcvbuf=rcvbuf, path=path)
 
 
 @pytest.fixture

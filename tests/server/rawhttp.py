@@ -15,11 +15,19 @@ MANUAL = 3600.0
 """An update_interval that ticks once at start, then only when a test says."""
 
 
-def upgrade(port: int, headers: dict[str, str] | None = None, *, timeout: float = 10.0
-            ) -> tuple[socket.socket, bytes]:
-    """A WebSocket handshake by hand; returns the open socket and the response head."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    lines = ["GET /ws HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+def upgrade(port: int, headers: dict[str, str] | None = None, *, timeout: float = 10.0,
+            rcvbuf: int | None = None, path: str = "/ws") -> tuple[socket.socket, bytes]:
+    """A WebSocket handshake by hand; returns the open socket and the response head.
+
+    ``rcvbuf`` shrinks the socket's receive buffer before connecting (so the TCP window
+    the server sees is that small), for clients that stop reading.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
              "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
              "Sec-WebSocket-Version: 13"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
