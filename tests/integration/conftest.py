@@ -27,14 +27,16 @@ def on_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
-def require_binary(name: str) -> str:
-    """The binary's path; skip (locally) or fail (on CI) when it is not installed."""
+def require_binary(name: str, package: str = "prometheus") -> str:
+    """The binary's path; skip (locally) or fail (on CI) when it is not installed.
+    ``package``: the Debian package that ships it, for the reason."""
     path = shutil.which(name)
     if path is not None:
         return path
+    also = ", which ships promtool too" if package == "prometheus" else ""
     reason = (
-        f"`{name}` is not on PATH; install Debian's prometheus package "
-        "(`make system-deps` or `apt-get install prometheus`, which ships promtool too)"
+        f"`{name}` is not on PATH; install Debian's {package} package "
+        f"(`make system-deps` or `apt-get install {package}`{also})"
     )
     if on_ci():
         pytest.fail(f"CI=true and {reason}", pytrace=False)
@@ -49,6 +51,12 @@ def prometheus_bin() -> str:
 @pytest.fixture(scope="session")
 def promtool_bin() -> str:
     return require_binary("promtool")
+
+
+@pytest.fixture(scope="session")
+def alertmanager_bin() -> str:
+    """Debian's Alertmanager (tests/integration/alertmanager.py runs it)."""
+    return require_binary("prometheus-alertmanager", package="prometheus-alertmanager")
 
 
 def feed_labelled_series(dash: Dashboard) -> None:
