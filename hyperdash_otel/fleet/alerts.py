@@ -186,6 +186,8 @@ def from_instance(instance: str, alerts: object) -> list[dict[str, Any]]:
                 shown = "missing" if value is None else f"a {_kind(value)}"
                 raise ValueError(f"{where}.{key} must be a string, {shown}")
             fields[key] = value
+        if not fields["message"].strip():
+            raise ValueError(f"{where}.message must not be empty")
         if not fields["id"].strip() or len(fields["id"]) > _MAX_ID_LENGTH:
             raise ValueError(f"{where}.id must be 1 to {_MAX_ID_LENGTH} characters, got "
                              f"{len(fields['id'])}")

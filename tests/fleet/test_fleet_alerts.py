@@ -8,9 +8,12 @@ from __future__ import annotations
 import copy
 import json
 import urllib.parse
+from datetime import datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hyperdash_otel import Dashboard
 from hyperdash_otel.fleet.alerts import (
@@ -305,6 +308,7 @@ def test_a_real_dashboards_alerts_pass(dash: Dashboard) -> None:
     ("h:1", [{k: w for k, w in instance_alert().items() if k != "id"}],
      r"h:1 alerts\[0\]\.id must be a string, missing"),
     ("h:1", [{**instance_alert(), "message": 5}], r"h:1 alerts\[0\]\.message must be a string"),
+    ("h:1", [instance_alert(message=" \n")], r"h:1 alerts\[0\]\.message must not be empty"),
     ("h:1", [{**instance_alert(), "id": " "}], r"h:1 alerts\[0\]\.id must be 1 to 128"),
     ("h:1", [{**instance_alert(), "id": "a" * 129}], r"h:1 alerts\[0\]\.id must be 1 to 128"),
     ("h:1", [instance_alert(severity="fatal")], r"h:1 alerts\[0\]\.severity must be one of"),
@@ -393,3 +397,64 @@ def test_merge_changes_neither_input() -> None:
     merged = merge_alerts(am, per_instance, limit=20)
     merged[0]["message"] = "changed"
     assert (am, per_instance) == before
+
+
+# -- any JSON at all: a clean answer or a ValueError, never anything else -----------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+_keys = st.sampled_from(["labels", "annotations", "startsAt", "fingerprint", "status"])
+_label_keys = st.sampled_from(["alertname", "severity", "instance", "summary", "state"])
+
+
+@st.composite
+def _mangled_alert(draw: st.DrawFn) -> Any:
+    """A real alert with a few fields (or fields of its maps) replaced by any JSON value."""
+    alert = am_alert()
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(_keys)
+        if isinstance(alert.get(key), dict) and draw(st.booleans()):
+            alert[key] = {**alert[key], draw(_label_keys): draw(_json | st.text())}
+        elif draw(st.booleans()):
+            alert[key] = draw(_json)
+        else:
+            alert.pop(key, None)
+    return alert
+
+
+def _assert_clean(alerts: list[dict[str, Any]]) -> None:
+    for alert in alerts:
+        assert list(alert) == FLEET_KEYS
+        assert alert["severity"] in ("critical", "warning", "info")
+        assert isinstance(alert["message"], str) and 0 < len(alert["message"]) <= MAX_TEXT_LENGTH
+        assert alert["instance"] is None or len(alert["instance"]) <= MAX_INSTANCE_LENGTH
+        assert datetime.fromisoformat(alert["time"]).tzinfo is not None
+    json.dumps(alerts).encode("utf-8")
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=_json | st.lists(_mangled_alert(), max_size=4))
+def test_any_payload_gives_clean_alerts_or_a_value_error(payload: Any) -> None:
+    try:
+        alerts = from_alertmanager(payload)
+    except ValueError as error:
+        assert str(error).startswith("alerts")  # names the field
+        return
+    _assert_clean(alerts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(alerts=_json | st.lists(st.fixed_dictionaries(
+    {"id": st.text(), "severity": st.sampled_from(["critical", "info", "x"]),
+     "message": st.text(), "time": st.sampled_from(["2026-11-30T19:00:00Z", "", "noon"])}),
+    max_size=4))
+def test_any_instance_list_gives_clean_alerts_or_a_value_error(alerts: Any) -> None:
+    try:
+        merged = merge_alerts(from_alertmanager([am_alert()]), {"h:1": alerts}, limit=20)
+    except ValueError as error:
+        assert str(error).startswith("h:1 alerts")
+        return
+    _assert_clean(merged)
