@@ -1,12 +1,14 @@
 """One rules file drives the page's alerts and Prometheus's: a bundled rule fires through a
 real Prometheus into a real Alertmanager, and comes out as the fleet page's alert.
 
-A Dashboard is served on 127.0.0.1 and scraped every second by Debian's ``prometheus`` with
+Two Dashboards are served on 127.0.0.1 (one whose figures the tests change, one that stays
+healthy) and, with a third target nobody listens on, scraped every second by Debian's
+``prometheus`` with
 grafana/prometheus/alerts.yml, in a temporary copy where only every ``for:`` is 0s (so that
 HyperdashSystemUnhealthy fires on its first evaluation instead of a minute later); Prometheus
 sends to Debian's ``prometheus-alertmanager``, and the test reads Alertmanager's
 ``/api/v2/alerts`` as the fleet does, through ``from_alertmanager``. Every wait polls with a
-deadline; the module takes about 10 s.
+deadline; the module takes about 15 s.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from alertmanager import (
     run_alertmanager,
     run_prometheus,
 )
-from test_prometheus import JOB, Prometheus
+from test_prometheus import JOB, Prometheus, free_port
 
 from hyperdash_otel import Config, Dashboard
 from hyperdash_otel.fleet.alerts import from_alertmanager, merge_alerts
@@ -41,15 +43,18 @@ RULE = "HyperdashSystemUnhealthy"
 
 @dataclass
 class Stack:
-    dashboard: Dashboard
+    dashboard: Dashboard  # the one whose figures the tests change
     instance: str
+    quiet_instance: str  # a second dashboard, healthy throughout
+    dead_instance: str  # a target nobody listens on
     prometheus: Prometheus
     alertmanager: Alertmanager
 
-    def page_alerts(self) -> list[dict[str, Any]]:
-        """What the fleet would show from Alertmanager, about this dashboard's instance."""
+    def page_alerts(self, instance: str | None = None) -> list[dict[str, Any]]:
+        """What the fleet would show from Alertmanager, about one instance (the changed
+        dashboard's unless said)."""
         return [a for a in from_alertmanager(self.alertmanager.alerts())
-                if a["instance"] == self.instance]
+                if a["instance"] == (instance or self.instance)]
 
     def wait_for(self, what: str, check: Any) -> Any:
         return self.alertmanager.wait_for(what, check, also=(self.prometheus.log,))
@@ -59,16 +64,21 @@ class Stack:
 def stack(prometheus_bin: str, alertmanager_bin: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("alertmanager")
-    dash = Dashboard(Config(port=0, update_interval=0.2, collect_system_metrics=False))
+    dash, quiet = (Dashboard(Config(port=0, update_interval=0.2, collect_system_metrics=False))
+                   for _ in range(2))
     try:
         dash.start_in_thread()
-        instance = f"127.0.0.1:{dash.port}"
+        quiet.start_in_thread()
+        instance, quiet_instance = f"127.0.0.1:{dash.port}", f"127.0.0.1:{quiet.port}"
+        dead_instance = f"127.0.0.1:{free_port()}"
         with run_alertmanager(alertmanager_bin, tmp / "am") as am, \
-                run_prometheus(prometheus_bin, tmp / "prom", targets=[instance],
+                run_prometheus(prometheus_bin, tmp / "prom",
+                               targets=[instance, quiet_instance, dead_instance],
                                rules=immediate_rules(tmp), alertmanager=am) as prom:
-            yield Stack(dash, instance, prom, am)
+            yield Stack(dash, instance, quiet_instance, dead_instance, prom, am)
     finally:
         dash.close()
+        quiet.close()
 
 
 def test_the_copy_of_the_rules_changes_only_for(tmp_path: Path) -> None:
@@ -114,6 +124,21 @@ def test_a_firing_rule_reaches_the_page_through_alertmanager(stack: Stack) -> No
         f"timestamp(up{live}) > {seen + 1:.3f}"))
     assert [(a["id"], a["time"]) for a in stack.page_alerts() if a["id"] == alert["id"]] == [
         (alert["id"], alert["time"])]
+
+
+def test_only_the_instance_whose_figures_fire_is_tagged(stack: Stack) -> None:
+    stack.dashboard.set_system_health("unhealthy")
+    stack.wait_for(f"{RULE} in Alertmanager", lambda: [
+        a for a in stack.page_alerts() if a["message"].endswith("reports itself unhealthy")])
+    assert stack.page_alerts(stack.quiet_instance) == []
+
+
+def test_a_target_that_is_down_is_a_critical_alert_for_it(stack: Stack) -> None:
+    (alert,) = stack.wait_for("HyperdashInstanceDown in Alertmanager", lambda: stack.page_alerts(
+        stack.dead_instance))
+    assert (alert["severity"], alert["message"], alert["source"], alert["instance"]) == (
+        "critical", f"Instance {stack.dead_instance} is down: Prometheus cannot scrape it",
+        "alertmanager", stack.dead_instance)
 
 
 def test_the_instances_own_alerts_merge_with_alertmanagers(stack: Stack) -> None:
