@@ -3,12 +3,11 @@ real Prometheus into a real Alertmanager, and comes out as the fleet page's aler
 
 Two Dashboards are served on 127.0.0.1 (one whose figures the tests change, one that stays
 healthy) and, with a third target nobody listens on, scraped every second by Debian's
-``prometheus`` with
-grafana/prometheus/alerts.yml, in a temporary copy where only every ``for:`` is 0s (so that
-HyperdashSystemUnhealthy fires on its first evaluation instead of a minute later); Prometheus
-sends to Debian's ``prometheus-alertmanager``, and the test reads Alertmanager's
-``/api/v2/alerts`` as the fleet does, through ``from_alertmanager``. Every wait polls with a
-deadline; the module takes about 15 s.
+``prometheus`` with grafana/prometheus/alerts.yml, in a temporary copy where only every
+``for:`` is 0s (so that HyperdashSystemUnhealthy fires on its first evaluation instead of a
+minute later); Prometheus sends to Debian's ``prometheus-alertmanager``, and the test reads
+Alertmanager's ``/api/v2/alerts`` as the fleet does, through ``from_alertmanager``. Every
+wait polls with a deadline; the module takes about 15 s.
 """
 
 from __future__ import annotations
