@@ -89,6 +89,23 @@ def test_the_copy_of_the_rules_changes_only_for(tmp_path: Path) -> None:
     assert copied == shipped
 
 
+def test_prometheus_runs_every_bundled_rule_and_sends_to_alertmanager(stack: Stack) -> None:
+    prom = stack.prometheus
+    shipped = {rule["alert"] for group in yaml.safe_load(ALERTS_YML.read_text())["groups"]
+               for rule in group["rules"]}
+
+    def evaluated() -> dict[str, str] | None:
+        rules = [r for g in prom.get("/api/v1/rules")["groups"] for r in g["rules"]]
+        done = rules and all(not r["lastEvaluation"].startswith("0001-") for r in rules)
+        return {r["name"]: r["health"] for r in rules} if done else None
+
+    assert prom.wait_for("every rule to be evaluated", evaluated) == dict.fromkeys(shipped, "ok")
+    # Prometheus discovers the Alertmanager (from static_configs) shortly after it starts.
+    active = prom.wait_for("Prometheus to find the Alertmanager", lambda: prom.get(
+        "/api/v1/alertmanagers")["activeAlertmanagers"])
+    assert [a["url"] for a in active] == [f"{stack.alertmanager.base}/api/v2/alerts"]
+
+
 def test_a_firing_rule_reaches_the_page_through_alertmanager(stack: Stack) -> None:
     dash, prom = stack.dashboard, stack.prometheus
     live = f'{{job="{JOB}", instance="{stack.instance}"}}'
