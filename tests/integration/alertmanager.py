@@ -62,6 +62,15 @@ class Alertmanager:
         with urllib.request.urlopen(f"{self.base}{path}", timeout=5) as response:
             return json.load(response)
 
+    def send(self, method: str, path: str, body: Any = None) -> Any:
+        """A POST/DELETE to the v2 API (a silence, say); the decoded answer or None."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            raw = response.read()
+        return json.loads(raw) if raw.strip() else None
+
     def alerts(self, path: str = ALERTMANAGER_ALERTS_PATH) -> list[dict[str, Any]]:
         """The firing, unsilenced, uninhibited alerts: what the fleet asks for."""
         body = self.get(path)

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +181,30 @@ def test_the_instances_own_alerts_merge_with_alertmanagers(stack: Stack) -> None
         ("instance", stack.instance, "warning", "disk almost full"),
     }
     assert f"{stack.instance}/{own}" in {a["id"] for a in merged}
+
+
+def test_a_silence_in_alertmanager_hides_the_alert_from_the_page(stack: Stack) -> None:
+    stack.dashboard.set_system_health("unhealthy")
+    stack.wait_for(f"{RULE} in Alertmanager", lambda: stack.page_alerts())
+    now = datetime.now(timezone.utc)
+    silence = {
+        "matchers": [{"name": "alertname", "value": RULE, "isRegex": False, "isEqual": True},
+                     {"name": "instance", "value": stack.instance, "isRegex": False,
+                      "isEqual": True}],
+        "startsAt": now.isoformat(), "endsAt": (now + timedelta(hours=1)).isoformat(),
+        "createdBy": "test_alertmanager", "comment": "maintenance",
+    }
+    silence_id = stack.alertmanager.send("POST", "/api/v2/silences", silence)["silenceID"]
+    try:
+        stack.wait_for("the silenced alert to leave the page", lambda: not [
+            a for a in stack.page_alerts() if a["message"].endswith("reports itself unhealthy")])
+        # Still firing in Alertmanager, just silenced: the fleet's query leaves it out.
+        silenced = stack.alertmanager.alerts("/api/v2/alerts?silenced=true&active=true")
+        assert [a["status"]["silencedBy"] for a in silenced
+                if a["labels"].get("instance") == stack.instance] == [[silence_id]]
+    finally:
+        stack.alertmanager.send("DELETE", f"/api/v2/silence/{silence_id}")
+    stack.wait_for(f"{RULE} back once the silence ends", lambda: stack.page_alerts())
 
 
 def test_clearing_the_condition_resolves_the_alert(stack: Stack) -> None:
