@@ -119,8 +119,8 @@ def test_targets_are_filtered_by_the_selector_and_carry_their_base_url() -> None
         (UP_2, "http://127.0.0.1:18182", "up", 1.0),
         (DOWN, "http://127.0.0.1:18183", "down", 1.0),
     ]
-    only_one = parse_selector('{job="hyperdash", instance=~".*:1818[12]", instance!="%s"}'
-                              % UP_2)
+    only_one = parse_selector(
+        '{job="hyperdash", instance=~".*:1818[12]", instance!="' + UP_2 + '"}')
     assert [t.instance for t in parse_targets(load("targets"), only_one)] == [UP_1]
     assert parse_targets(load("targets"), parse_selector('{job="other"}')) == []
 
