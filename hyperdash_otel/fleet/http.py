@@ -174,6 +174,9 @@ class Credentials:
                     if password_file is not None else from_env("PASSWORD"))
         user = user if user is not None else from_env("USER")
         ca = ca_file if ca_file is not None else from_env("CA_FILE")
+        if ca is not None and not Path(ca).is_file():
+            where = f"{flag}-ca-file" if ca_file is not None else f"{prefix}_CA_FILE"
+            raise ValueError(f"{where}: {ca!r} is not a readable file")
         if token is not None and (user is not None or password is not None):
             if token_file is None and (user is not None and password is not None):
                 token = None  # flags for basic auth win over a token from the environment
