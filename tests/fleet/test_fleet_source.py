@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -128,6 +130,40 @@ def test_an_unreachable_prometheus_is_reported_once(caplog: pytest.LogCaptureFix
     finally:
         source.close()
     source.close()  # idempotent
+
+
+def test_an_unreachable_alertmanager_leaves_the_instances_alerts(
+    setup: Setup, caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = FleetSource(FleetConfig(prometheus=setup.prometheus.base,
+                                     alertmanager=f"http://127.0.0.1:{free_port()}",
+                                     refresh_interval=60), Config(port=0))
+    try:
+        with caplog.at_level(logging.WARNING, logger="hyperdash_otel.fleet"):
+            source.snapshot()
+            source.refresh()
+            source.refresh()
+            snap = source.snapshot()
+        assert snap["fleet"]["alertmanager"] == "unreachable"
+        assert snap["fleet"]["prometheus"] == "ok"
+        assert len(source.jobs()) == 6  # the instances' records still arrive
+        warnings = [r for r in caplog.records if "Alertmanager unreachable" in r.getMessage()]
+        assert len(warnings) == 1
+    finally:
+        source.close()
+
+
+def test_a_single_dashboard_ignores_the_instance_parameter() -> None:
+    dash = Dashboard(Config(port=0, collect_system_metrics=False))
+    dash.add_job(JobInfo(id="j1", name="n", status="running", provider="aws"))
+    try:
+        dash.start_in_thread()
+        base = f"http://127.0.0.1:{dash.port}/api/jobs/j1"
+        for url in (base, base + "?instance=anything:1"):
+            with urllib.request.urlopen(url, timeout=5) as response:
+                assert json.load(response)["id"] == "j1"
+    finally:
+        dash.close()
 
 
 def fig(instance: str, up: bool, health: str = "healthy") -> InstanceFigures:

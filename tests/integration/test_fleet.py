@@ -240,6 +240,31 @@ def test_an_alert_fired_by_one_instance_is_tagged_with_it(fleet: Fleet) -> None:
     assert own == set(fleet.instances.values())
 
 
+def test_only_the_fleets_alertmanager_alerts_are_shown(fleet: Fleet) -> None:
+    """Alertmanager may route other systems' alerts too: the fleet shows those about one of
+    its instances, and instance-less ones whose labels match the selector."""
+    alerts = [
+        {"labels": {"alertname": "OtherSystemDown", "job": "other", "instance": "10.9.9.9:1",
+                    "severity": "critical"}, "annotations": {"summary": "another system"}},
+        {"labels": {"alertname": "FleetWide", "job": "hyperdash", "severity": "warning"},
+         "annotations": {"summary": "a fleet-wide alert"}},
+    ]
+    request = urllib.request.Request(
+        fleet.alertmanager.base + "/api/v2/alerts", data=json.dumps(alerts).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+    def shown() -> list[dict[str, Any]] | None:
+        got = [a for a in fleet.metrics()["alerts"] if a["source"] == "alertmanager"]
+        return got if any(a["message"] == "a fleet-wide alert" for a in got) else None
+
+    got = wait_for("the fleet-wide alert on the fleet page", shown)
+    wide = next(a for a in got if a["message"] == "a fleet-wide alert")
+    assert (wide["instance"], wide["severity"]) == (None, "warning")
+    assert not any(a["message"] == "another system" for a in got)
+
+
 def test_no_credential_reaches_the_page_the_api_or_the_log(fleet: Fleet) -> None:
     wait_for("three instances up", lambda: all_up(fleet))
     for path in ("/", "/api/metrics", "/api/jobs", "/metrics", "/healthz"):
