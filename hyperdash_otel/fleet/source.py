@@ -391,6 +391,8 @@ class FleetSource:
             try:
                 self.refresh()
             except Exception:  # never let the loop die; the next round runs as scheduled
+                if self._stop.is_set():
+                    return  # closing: the pool refused or cancelled the fetches
                 log.exception("hyperdash fleet: fetching the instances' records failed")
             with self._lock:
                 interval = self._state.refresh_interval
@@ -414,7 +416,10 @@ class FleetSource:
                 state.targets = targets
                 state.refresh_interval = self._interval_for(targets)
             targets = list(state.targets)
-            down = {f.instance for f in state.figures.values() if not f.up}
+            # Skip the instances Prometheus saw down; with Prometheus itself unreachable,
+            # try every last known target (the instances may well be answering).
+            down = ({f.instance for f in state.figures.values() if not f.up}
+                    if state.prometheus_ok else set())
         live = [t for t in targets if t.health != "down" and t.instance not in down]
         live = live[: self.fleet.max_instances]
         records = fetch_all(
@@ -495,7 +500,7 @@ def _fleet_health(figures: list[InstanceFigures], prometheus_ok: bool) -> str:
     if not live:
         return "unknown"
     worst = max((HEALTH_ORDER.index(h) for h in live), default=0)
-    if len(live) < len(figures):  # an instance down (or reporting no health)
+    if any(not f.up for f in figures):  # an instance down
         worst = max(worst, HEALTH_ORDER.index("degraded"))
     return HEALTH_ORDER[worst]
 

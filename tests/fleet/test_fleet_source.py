@@ -176,6 +176,7 @@ def fig(instance: str, up: bool, health: str = "healthy") -> InstanceFigures:
     ([fig("a", True), fig("b", False)], True, "degraded"),
     ([fig("a", True, "unhealthy"), fig("b", False)], True, "unhealthy"),
     ([fig("a", False)], True, "unknown"),
+    ([fig("a", True), fig("b", True, "unknown")], True, "healthy"),  # b exports no health
     ([], True, "unknown"),
     ([fig("a", True)], False, "unknown"),
 ])
