@@ -153,6 +153,18 @@ def test_an_unreachable_alertmanager_leaves_the_instances_alerts(
         source.close()
 
 
+def test_max_instances_bounds_the_record_fetches_not_the_sums(setup: Setup) -> None:
+    source = FleetSource(FleetConfig(prometheus=setup.prometheus.base, max_instances=1,
+                                     refresh_interval=60), Config(port=0))
+    try:
+        source.refresh()
+        snap = source.snapshot()
+        assert {j["instance"] for j in source.jobs()} == {min(setup.one, setup.two)}
+        assert (snap["jobs_active"], snap["fleet"]["instances_up"]) == (3, 2)
+    finally:
+        source.close()
+
+
 def test_a_single_dashboard_ignores_the_instance_parameter() -> None:
     dash = Dashboard(Config(port=0, collect_system_metrics=False))
     dash.add_job(JobInfo(id="j1", name="n", status="running", provider="aws"))
