@@ -1,50 +1,24 @@
 """Real parts for the fleet tests: Debian's ``prometheus`` and ``prometheus-alertmanager``
 started on 127.0.0.1 (free ports, temp directories), waited for with deadlines, stopped.
 
-``Alertmanager`` here is a minimal stand-in for h11-alerts' shared fixture module
-``tests/integration/alertmanager.py``; after the merge the fleet tests can use that one.
+Alertmanager is started by ``tests/integration/alertmanager.py``, which the integration
+tests share.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import socket
+from support import free_port
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 ALERTS = REPO / "grafana" / "prometheus" / "alerts.yml"
 JOB = "hyperdash"
-
-
-def on_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
-def require(name: str, package: str) -> str:
-    """The binary's path; skip (locally) or fail (on CI) when it is not installed."""
-    path = shutil.which(name)
-    if path is not None:
-        return path
-    reason = f"`{name}` is not on PATH; install Debian's {package} (`make system-deps`)"
-    if on_ci():
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for(what: str, check: Any, timeout: float = 20.0, log: Path | None = None) -> Any:
@@ -62,14 +36,6 @@ def wait_for(what: str, check: Any, timeout: float = 20.0, log: Path | None = No
             tail = "" if log is None else log.read_text(errors="replace")[-3000:]
             raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
         time.sleep(0.05)
-
-
-def rules_firing_at_once(tmp: Path) -> Path:
-    """A copy of the bundled alerts.yml with only every ``for:`` rewritten to ``0s``."""
-    text = re.sub(r"(?m)^(\s*for:\s*)\S+", r"\g<1>0s", ALERTS.read_text(encoding="utf-8"))
-    path = tmp / "alerts.yml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 class Process:
@@ -151,24 +117,4 @@ def start_prometheus(
                    tmp, ca_file=ca_file, auth=auth)
     if wait:
         proc.wait_ready()
-    return proc
-
-
-def start_alertmanager(binary: str, tmp: Path) -> Process:
-    """Alertmanager on a free loopback port, no clustering, a receiver that drops all."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    config = {
-        "route": {"receiver": "null", "group_wait": "0s", "group_interval": "1s",
-                  "repeat_interval": "1h"},
-        "receivers": [{"name": "null"}],
-    }
-    (tmp / "alertmanager.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = Process(
-        [binary, f"--config.file={tmp / 'alertmanager.yml'}", f"--storage.path={tmp / 'am'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-         "--log.level=warn"],
-        f"http://127.0.0.1:{port}", "/-/ready", tmp / "alertmanager.log", tmp,
-    )
-    proc.wait_ready()
     return proc

@@ -55,7 +55,7 @@ from ..source import AmbiguousJobError, ServerInstruments
 from ..stores import JOB_STATUSES
 from ..telemetry import BY_FIELD, BY_NAME, METRICS, TICK_DURATION_BUCKETS
 from ..validation import rfc3339
-from ._alerts_fallback import from_alertmanager, merge_alerts
+from .alerts import from_alertmanager, from_instance, merge_alerts
 from .config import DEFAULT_MIN_REFRESH, FleetConfig
 from .http import FetchError, JsonClient
 from .instances import InstanceRecords, fetch_all, merge_jobs
@@ -333,8 +333,8 @@ class FleetSource:
         message["provider_stats"] = dict(sorted(providers.items()))
         message["recent_jobs"] = jobs
         message["system_health"] = _fleet_health(figures, prometheus_ok)
-        per_instance = {f.instance: records[f.instance].alerts
-                        for f in live if f.instance in records}
+        per_instance = _checked_alerts({f.instance: records[f.instance].alerts
+                                        for f in live if f.instance in records})
         message["alerts"] = merge_alerts(am_alerts, per_instance, self._config.max_alerts)
         message["custom"] = {}
         message["instances"] = [
@@ -513,3 +513,21 @@ class _Families:
 
     def collect(self) -> list[Metric]:
         return self._families
+
+
+def _checked_alerts(per_instance: dict[str, list[dict[str, Any]]]) -> dict[str, object]:
+    """Each instance's alert list, or nothing for an instance whose list is malformed.
+
+    :func:`merge_alerts` refuses a malformed list with a ValueError; one broken instance must
+    not take every other instance's alerts (and Alertmanager's) off the page, so its list is
+    left out here and the refusal logged once per tick at debug level.
+    """
+    kept: dict[str, object] = {}
+    for instance, alerts in per_instance.items():
+        try:
+            from_instance(instance, alerts)
+        except ValueError as exc:
+            log.debug("hyperdash fleet: %s's alerts left out: %s", instance, exc)
+            continue
+        kept[instance] = alerts
+    return kept

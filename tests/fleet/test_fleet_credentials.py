@@ -3,6 +3,7 @@ and never a credential in a log line, an error or the message."""
 
 from __future__ import annotations
 
+from support import on_ci, require_binary
 import json
 import logging
 import shutil
@@ -13,7 +14,7 @@ from typing import Any
 
 import bcrypt
 import pytest
-from fleet_parts import Process, on_ci, require, start_prometheus, wait_for
+from fleet_parts import Process, start_prometheus, wait_for
 
 from hyperdash_otel import Config, Dashboard
 from hyperdash_otel.fleet.config import FleetConfig
@@ -44,7 +45,7 @@ def certificate(tmp: Path) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, str]]:
     """Prometheus on https with one basic-auth user, scraping one Dashboard."""
-    binary = require("prometheus", "prometheus package")
+    binary = require_binary("prometheus")
     tmp = tmp_path_factory.mktemp("guarded")
     cert, key = certificate(tmp)
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()

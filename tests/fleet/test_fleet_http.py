@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from support import free_port
 import base64
 import json
 import threading
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_parts import free_port
 
 from hyperdash_otel.fleet.http import Credentials, FetchError, JsonClient, check_url
 

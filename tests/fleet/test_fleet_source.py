@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from support import require_binary, free_port
 import json
 import logging
 import urllib.request
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from fleet_parts import Process, free_port, require, start_prometheus, wait_for
+from fleet_parts import Process, start_prometheus, wait_for
 
 from hyperdash_otel import Config, Dashboard, JobInfo
 from hyperdash_otel.fleet.config import FleetConfig
@@ -32,7 +33,7 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    binary = require("prometheus", "prometheus package")
+    binary = require_binary("prometheus")
     dashes = [Dashboard(Config(port=0, collect_system_metrics=False)) for _ in range(2)]
     prom: Process | None = None
     source: FleetSource | None = None

@@ -22,6 +22,7 @@ an ``alerting`` section pointing at the Alertmanager.
 
 from __future__ import annotations
 
+from support import free_port
 import json
 import subprocess
 import time
@@ -34,7 +35,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_prometheus import GRAFANA, Prometheus, free_port, ready, write_config
+from test_prometheus import GRAFANA, Prometheus, ready, write_config
 
 from hyperdash_otel.fleet.alerts import ALERTMANAGER_ALERTS_PATH
 

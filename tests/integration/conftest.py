@@ -7,8 +7,7 @@ cannot pass by skipping everything that proves the Grafana bundle.
 
 from __future__ import annotations
 
-import os
-import shutil
+from support import require_binary
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,26 +20,6 @@ from hyperdash_otel import Config, Dashboard, JobInfo
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "grafana"
 PROVIDERS = ("aws", "azure", "gcp")
-
-
-def on_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
-def require_binary(name: str, package: str = "prometheus") -> str:
-    """The binary's path; skip (locally) or fail (on CI) when it is not installed.
-    ``package``: the Debian package that ships it, for the reason."""
-    path = shutil.which(name)
-    if path is not None:
-        return path
-    also = ", which ships promtool too" if package == "prometheus" else ""
-    reason = (
-        f"`{name}` is not on PATH; install Debian's {package} package "
-        f"(`make system-deps` or `apt-get install {package}`{also})"
-    )
-    if on_ci():
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ wait polls with a deadline; the module takes about 15 s.
 
 from __future__ import annotations
 
+from support import free_port
 import json
 import time
 import urllib.request
@@ -30,7 +31,7 @@ from alertmanager import (
     run_alertmanager,
     run_prometheus,
 )
-from test_prometheus import JOB, Prometheus, free_port
+from test_prometheus import JOB, Prometheus
 
 from hyperdash_otel import Config, Dashboard
 from hyperdash_otel.fleet.alerts import from_alertmanager, merge_alerts

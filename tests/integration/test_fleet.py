@@ -6,33 +6,27 @@ Debian's ``prometheus`` scrapes them every second and evaluates a temp copy of t
 ``grafana/prometheus/alerts.yml`` in which only every ``for:`` is rewritten to ``0s`` (the
 shipped rules wait 1 to 15 minutes before firing), sending to Debian's
 ``prometheus-alertmanager``. ``hyperdash fleet`` runs as a subprocess against both, with the
-instances' token in a file. Every wait polls against a deadline.
-
-The Alertmanager start/stop here is a minimal stand-in (``tests/fleet_parts.py``) for
-h11-alerts' ``tests/integration/alertmanager.py``.
+instances' token in a file. Every wait polls against a deadline. Alertmanager is started by
+``tests/integration/alertmanager.py`` (shared with test_alertmanager.py), Prometheus by
+``tests/fleet_parts.py`` (which can also put it behind TLS and basic auth).
 """
 
 from __future__ import annotations
 
+from support import require_binary, free_port
 import json
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_parts import (
-    Process,
-    free_port,
-    require,
-    rules_firing_at_once,
-    start_alertmanager,
-    start_prometheus,
-    wait_for,
-)
+from alertmanager import Alertmanager, immediate_rules, run_alertmanager
+from fleet_parts import Process, start_prometheus, wait_for
 from hyperdash_process import HyperdashProcess
 from websockets.sync.client import connect
 
@@ -81,7 +75,7 @@ class Fleet:
     dashboards: dict[str, Dashboard]
     instances: dict[str, str]  # name -> "127.0.0.1:port"
     prometheus: Process
-    alertmanager: Process
+    alertmanager: Alertmanager
     process: HyperdashProcess
 
     @property
@@ -111,11 +105,12 @@ def feed(dash: Dashboard, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    prometheus_bin = require("prometheus", "prometheus package")
-    alertmanager_bin = require("prometheus-alertmanager", "prometheus-alertmanager package")
+    prometheus_bin = require_binary("prometheus")
+    alertmanager_bin = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
     tmp = tmp_path_factory.mktemp("fleet")
     dashboards: dict[str, Dashboard] = {}
     started: list[Any] = []
+    parts = ExitStack()  # the Alertmanager, stopped last
     try:
         for name in WORKLOADS:
             dash = Dashboard(Config(port=0, update_interval=0.2, collect_system_metrics=False,
@@ -126,11 +121,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         instances = {name: f"127.0.0.1:{d.port}" for name, d in dashboards.items()}
         (tmp / "scrape.token").write_text(SCRAPE_TOKEN + "\n")
         (tmp / "instances.token").write_text(TOKEN + "\n")
-        am = start_alertmanager(alertmanager_bin, tmp / "am")
-        started.append(am)
+        am = parts.enter_context(run_alertmanager(alertmanager_bin, tmp / "am"))
         prom = start_prometheus(
             prometheus_bin, tmp / "prom", list(instances.values()),
-            rules=rules_firing_at_once(tmp), alertmanager=am.base,
+            rules=immediate_rules(tmp), alertmanager=am.base,
             scrape_auth_file=tmp / "scrape.token")
         started.append(prom)
         process = HyperdashProcess(
@@ -144,6 +138,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             part.close() if isinstance(part, HyperdashProcess) else part.stop()
         for dash in dashboards.values():
             dash.close()
+        parts.close()
 
 
 def all_up(fleet: Fleet) -> dict[str, Any] | None:
@@ -304,7 +299,7 @@ def test_prometheus_down_then_up_then_down(tmp_path: Path) -> None:
     """The fleet starts before Prometheus: the page serves with "unreachable", recovers
     on its own once Prometheus answers, and says so again when it stops; one warning per
     outage, however many ticks it lasts."""
-    prometheus_bin = require("prometheus", "prometheus package")
+    prometheus_bin = require_binary("prometheus")
     dash = Dashboard(Config(port=0, update_interval=0.2, collect_system_metrics=False))
     dash.update_job_metrics(2, 3, 0, 0, 1)
     dash.start_in_thread()
