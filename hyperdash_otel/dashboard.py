@@ -401,7 +401,7 @@ class Dashboard:
         families = self.telemetry.collect()
         return build_snapshot(
             families,
-            self._jobs.records(now),
+            self._jobs.render(now),
             self._alerts.alerts(),
             self._health,
             now=now,
@@ -416,7 +416,7 @@ class Dashboard:
         if limit is not None:
             limit = v.count(limit, "limit")
         now = datetime.now(timezone.utc)
-        out = [r.to_json(now) for r in self._jobs.records(now) if status in (None, r.status)]
+        out = [job for job in self._jobs.render(now) if status in (None, job["status"])]
         return out if limit is None else out[:limit]
 
     def job(self, job_id: str) -> dict[str, Any] | None:
