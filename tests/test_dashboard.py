@@ -1,6 +1,7 @@
 import json
 import math
 import re
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -9,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from hyperdash_otel import SNAPSHOT_FIELDS, Config, Dashboard, JobInfo
 from hyperdash_otel import validation as v
-from hyperdash_otel.telemetry import BY_FIELD
+from hyperdash_otel.telemetry import BY_FIELD, COLLECT_SWITCH_INTERVAL, gil_shared
 
 NOW = datetime(2026, 11, 25, 10, 30, 0, tzinfo=timezone.utc)
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -434,3 +435,85 @@ def test_health_moves_between_every_pair_of_statuses(dash):
             f'hyperdash_system_health{{{scope},status="{s}"}} {1.0 if s == shown else 0.0}'
             for s in statuses
         ]
+
+
+# -- a collect lets other threads have the GIL often (the event loop during a tick) --------
+
+
+class _Probe:
+    """A collector that notes the switch interval it is collected under."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.seen: list[float] = []
+        self.fail = fail
+
+    def collect(self):
+        self.seen.append(sys.getswitchinterval())
+        if self.fail:
+            raise RuntimeError("collector broke")
+        return []
+
+
+@pytest.fixture
+def switch_interval():
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    yield
+    sys.setswitchinterval(saved)
+
+
+def test_snapshot_and_scrape_collect_with_a_short_switch_interval_and_put_it_back(
+    dash, switch_interval
+):
+    probe = _Probe()
+    dash.registry.register(probe)
+    dash.snapshot()
+    dash.metrics_text()
+    assert probe.seen == [COLLECT_SWITCH_INTERVAL, COLLECT_SWITCH_INTERVAL]
+    assert sys.getswitchinterval() == pytest.approx(0.005)
+
+
+def test_a_failing_collect_puts_the_interval_back(dash, switch_interval):
+    dash.registry.register(_Probe(fail=True))
+    with pytest.raises(RuntimeError, match="collector broke"):
+        dash.snapshot()
+    assert sys.getswitchinterval() == pytest.approx(0.005)
+
+
+def test_overlapping_collects_keep_the_interval_short_until_the_last_ends(switch_interval):
+    first, second = gil_shared(), gil_shared()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert sys.getswitchinterval() == COLLECT_SWITCH_INTERVAL
+    second.__exit__(None, None, None)
+    assert sys.getswitchinterval() == pytest.approx(0.005)
+
+
+def test_an_interval_set_by_the_application_stands(switch_interval):
+    with gil_shared():
+        sys.setswitchinterval(0.002)  # the application's own choice, made meanwhile
+    assert sys.getswitchinterval() == pytest.approx(0.002)
+    sys.setswitchinterval(0.0001)
+    with gil_shared():
+        assert sys.getswitchinterval() == pytest.approx(0.0001)  # already shorter: kept
+    assert sys.getswitchinterval() == pytest.approx(0.0001)
+
+
+def test_collects_from_many_threads_leave_the_interval_as_it_was(dash, switch_interval):
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                dash.snapshot()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sys.getswitchinterval() == pytest.approx(0.005)
