@@ -116,6 +116,22 @@ _NAME = operator.attrgetter("name")
 _IS_CREATED = operator.methodcaller("endswith", "_created")
 
 
+def _by_name(samples: Sequence[Sample]) -> dict[str, list[Sample]]:
+    """The samples by name, in order, without the ``_created`` ones."""
+    if samples:
+        # A gauge's or a counter's samples all have one name: found without a Python loop.
+        first = samples[0].name
+        names = list(map(_NAME, samples))
+        if names.count(first) == len(names):
+            return {} if first.endswith("_created") else {first: list(samples)}
+    by_name: dict[str, list[Sample]] = {}
+    for s in samples:
+        if s.name.endswith("_created"):
+            continue
+        by_name.setdefault(s.name, []).append(s)
+    return by_name
+
+
 def _custom(
     families: Iterable[Metric], cap: int
 ) -> tuple[dict[str, Any], int]:
@@ -132,11 +148,7 @@ def _custom(
         if used >= cap:
             dropped += _uncapped_count(fam.samples)
             continue
-        by_name: dict[str, list[Sample]] = {}
-        for s in fam.samples:
-            if s.name.endswith("_created"):
-                continue
-            by_name.setdefault(s.name, []).append(s)
+        by_name = _by_name(fam.samples)
         for name, series in by_name.items():
             room = cap - used
             if len(series) > room:
