@@ -5,10 +5,16 @@ instruments (``set``/``add`` on the instrument behind each field, with the same
 attributes): what is left of the ratio is the update call's own work (validation, the
 lock, the running totals). Every call changes every value, so no "unchanged, skipped"
 shortcut flatters the dashboard; a change of health status moves two of the three
-series, and the baseline sets those two.
+series, and the baseline sets those two. Before timing, one call of each runs with the
+instruments spied on, and the bench stops unless both make the same calls (instrument,
+value, attributes). Times are the CPU time of the thread (``time.thread_time``).
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
 
 from hyperdash_otel import Config, Dashboard
 
@@ -88,10 +94,51 @@ def rows() -> list[tuple[str, str, float, float]]:
     ):
         state["n"] = state["raw"] = 0
         dash_totals_reset(dash)
-        base, cand = compare(raw, ours, number=NUMBER)
+        check_same_calls(name, [jobs_active, jobs_pending, queue, completed, failed, memory,
+                                cpu, threads, requests, errors, latency, health], raw, ours)
+        base, cand = compare(raw, ours, number=NUMBER, rounds=15, clock=time.thread_time)
         out.append((name, f"raw OpenTelemetry: {raw_name}", base, cand))
     dash.close()
     return out
+
+
+Call = tuple[str, str, float, tuple[tuple[str, Any], ...]]
+
+
+def recorded_calls(instruments: list[Any], fn: Callable[[], None]) -> list[Call]:
+    """The OpenTelemetry calls ``fn`` makes on ``instruments``: (instrument, method, value,
+    attributes), in order."""
+    calls: list[Call] = []
+
+    def spy(instrument: Any, method: str) -> Callable[..., None]:
+        real = getattr(instrument, method)
+
+        def record(amount: float, attributes: Any = None, context: Any = None) -> None:
+            calls.append((instrument.name, method, amount,
+                          tuple(sorted((attributes or {}).items()))))
+            real(amount, attributes, context)
+        return record
+
+    for instrument in instruments:
+        for method in ("set", "add"):
+            if hasattr(instrument, method):
+                setattr(instrument, method, spy(instrument, method))
+    try:
+        fn()
+    finally:
+        for instrument in instruments:
+            for method in ("set", "add"):
+                instrument.__dict__.pop(method, None)
+    return calls
+
+
+def check_same_calls(name: str, instruments: list[Any], raw: Callable[[], None],
+                     ours: Callable[[], None]) -> None:
+    """An honest baseline: one call of each makes the same OpenTelemetry calls (same
+    instruments, values and attributes), or the bench stops."""
+    baseline, candidate = recorded_calls(instruments, raw), recorded_calls(instruments, ours)
+    if sorted(baseline) != sorted(candidate):
+        raise SystemExit(f"{name}: the baseline makes {baseline}, the call makes {candidate}")
 
 
 def dash_totals_reset(dash: Dashboard) -> None:
