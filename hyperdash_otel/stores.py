@@ -470,16 +470,18 @@ class JobStore:
         with self._lock:
             tracks = self._tracks
             for record in reversed(self._jobs.values()):
-                job = record._fixed_json().copy()
-                if job["duration"] is None:
-                    job["duration"] = record._running_for(now)
+                job = (record.__dict__.get("_fixed") or record._fixed_json()).copy()
+                if job["duration"] is None:  # running since a known start
+                    ran = (now - record.start_time).total_seconds()  # type: ignore[operator]
+                    job["duration"] = round(ran, 3) if ran > 0.0 else 0.0
                 track = tracks.get(record.id)
                 if track is not None:
-                    stalled = stall_after > 0 and t - track.moved_at >= stall_after
-                    eta = None if stalled else track.eta(t)
+                    stalled = stall_after > 0 and t - track.points[-1][0] >= stall_after
+                    eta = (None if stalled or len(track.points) < MIN_ETA_POINTS
+                           else track.eta(t))
                     job["eta_seconds"] = None if eta is None else round(eta, 1)
                     job["stalled"] = stalled
-                    job["last_progress_at"] = track.moved_text()
+                    job["last_progress_at"] = track._moved_text or track.moved_text()
                 out.append(job)
         return out
 
