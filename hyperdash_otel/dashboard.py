@@ -34,7 +34,7 @@ from .stores import (
     stall_alerts,
 )
 from .system import ProcessSampler
-from .telemetry import BY_FIELD, METRICS, Telemetry
+from .telemetry import BY_FIELD, METRICS, Telemetry, gil_shared
 
 if TYPE_CHECKING:
     from .server.runner import Runner
@@ -434,7 +434,8 @@ class Dashboard:
         self._sample_system()
         self._check_stalls(datetime.now(timezone.utc))
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(_Families(self.telemetry.collect())), content_type
+        with gil_shared():  # the encoding is Python per series too
+            return encoder(_Families(self.telemetry.collect())), content_type
 
     def metrics_text(self) -> str:
         """The Prometheus text exposition of the dashboard's registry."""

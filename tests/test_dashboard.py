@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily as Gauge
 
 from hyperdash_otel import SNAPSHOT_FIELDS, Config, Dashboard, JobInfo
 from hyperdash_otel import validation as v
@@ -470,6 +471,31 @@ def test_snapshot_and_scrape_collect_with_a_short_switch_interval_and_put_it_bac
     dash.snapshot()
     dash.metrics_text()
     assert probe.seen == [COLLECT_SWITCH_INTERVAL, COLLECT_SWITCH_INTERVAL]
+    assert sys.getswitchinterval() == pytest.approx(0.005)
+
+
+def test_a_scrape_encodes_with_the_short_switch_interval_too(dash, switch_interval):
+    seen = []
+
+    class Noting(Gauge):  # the text encoder reads each family's samples while it encodes
+        @property
+        def samples(self):
+            seen.append(sys.getswitchinterval())
+            return self._samples
+
+        @samples.setter
+        def samples(self, value):
+            self._samples = value
+
+    class Collector:
+        def collect(self):
+            fam = Noting("noted", "a family that notes when it is read")
+            fam.add_metric([], 1.0)
+            return [fam]
+
+    dash.registry.register(Collector())
+    assert "noted 1.0" in dash.metrics_text()
+    assert seen and set(seen) == {COLLECT_SWITCH_INTERVAL}
     assert sys.getswitchinterval() == pytest.approx(0.005)
 
 
