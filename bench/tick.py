@@ -31,9 +31,9 @@ SERIES = (0, 1_000, 10_000)
 PROBE_SECONDS = 3.0
 
 
-def dashboard(series: int, *, port: int | None = None) -> Dashboard:
+def dashboard(series: int, *, port: int | None = None, interval: float = 0.25) -> Dashboard:
     config = Config(collect_system_metrics=False, max_custom_series=200,
-                    update_interval=0.25, **({} if port is None else {"port": port}))
+                    update_interval=interval, **({} if port is None else {"port": port}))
     dash = Dashboard(config)
     meter = dash.meter_provider.get_meter("bench")
     gauges = [meter.create_gauge(f"tenant.queue.{k}") for k in range((series + 999) // 1000)]
@@ -110,18 +110,27 @@ def probe_window(dash: Dashboard) -> tuple[float, float, int, GcPauses]:
 
 
 def stalls(series: int) -> dict[str, list[tuple[float, float, int, GcPauses]]]:
-    """Probe windows on one serving dashboard, alternating the collect's switch interval
-    (ours, then Python's default) so that both see the same machine."""
-    dash = dashboard(series, port=0).start_in_thread()
-    out: dict[str, list[tuple[float, float, int, GcPauses]]] = {"ours": [], "default": []}
+    """Probe windows on a serving dashboard, alternating the collect's switch interval
+    (ours, then Python's default), and, with that one stopped, on a second one that does
+    not tick (the control: what the machine alone does to a loop of this process), so
+    that all three see the same machine."""
+    dash = dashboard(series, port=0)
+    # Its one tick comes at start; then none for an hour.
+    idle = dashboard(0, port=0, interval=3600.0).start_in_thread()
+    out: dict[str, list[tuple[float, float, int, GcPauses]]] = {
+        "ours": [], "default": [], "idle": []}
     try:
-        time.sleep(0.6)  # the first ticks (imports warm, caches filled)
         for _ in range(PROBE_ROUNDS):
+            dash.start_in_thread()
+            time.sleep(0.6)  # the first ticks (imports warm, caches filled)
             out["ours"].append(probe_window(dash))
             with default_switch_interval():
                 out["default"].append(probe_window(dash))
+            dash.stop()
+            out["idle"].append(probe_window(idle))
     finally:
         dash.close()
+        idle.close()
     return out
 
 
@@ -132,13 +141,16 @@ def main() -> None:
           "alternating rounds. The stall columns give the median over "
           f"{PROBE_ROUNDS} windows of {PROBE_SECONDS:g} s each of the longest (and the "
           "99th percentile) delay of a 1 ms probe on the serving loop while it ticks every "
-          "0.25 s; the last column runs the same windows, alternating, with the collect at "
+          "0.25 s; the next column runs the same windows, alternating, with the collect at "
           "Python's default switch interval (5 ms) instead of "
-          f"{telemetry.COLLECT_SWITCH_INTERVAL * 1e3:g} ms.\n")
+          f"{telemetry.COLLECT_SWITCH_INTERVAL * 1e3:g} ms, and the last one on a second "
+          "server of the same process that does not tick, with the first one stopped: "
+          "the machine's own share.\n")
     print("| series in the registry | registry.collect() | tick (snapshot + encode) | ratio "
           "| longest loop stall (p99) | ticks probed | longest GC pause (full collections) "
-          "| same, Python's default switch interval: longest stall (p99) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| same, Python's default switch interval: longest stall (p99) "
+          "| a server not ticking: longest stall (p99) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in SERIES:
         dash = dashboard(n)
         build: Any = Ticker._build  # the worker thread's whole job, without the loop
@@ -163,7 +175,8 @@ def main() -> None:
         gc_full = sum(r[3].full for r in ours)
         print(f"| {total:,} | {fmt_seconds(base)} | {fmt_seconds(cand)} | {cand / base:.2f}x "
               f"| {summary(ours)} | {sum(r[2] for r in ours)} "
-              f"| {gc_longest * 1e3:.1f} ms ({gc_full}) | {summary(windows['default'])} |",
+              f"| {gc_longest * 1e3:.1f} ms ({gc_full}) | {summary(windows['default'])} "
+              f"| {summary(windows['idle'])} |",
               flush=True)
 
 
