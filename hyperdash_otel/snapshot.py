@@ -7,11 +7,13 @@ a clock or a lock, so tests call it directly with hand-made families.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import Metric
+from prometheus_client.samples import Sample
 
 from .config import DEFAULT_MAX_CUSTOM_SERIES
 from .stores import Alert, JobRecord
@@ -103,32 +105,63 @@ def _sum(family: Metric | None, sample_name: str) -> float:
     return total
 
 
+def _uncapped_count(samples: Sequence[Sample]) -> int:
+    """How many of ``samples`` :func:`_custom` would show, counted without a Python loop
+    (the series past the cap: thousands on every tick)."""
+    created: int = sum(map(_IS_CREATED, map(_NAME, samples)))
+    return len(samples) - created
+
+
+_NAME = operator.attrgetter("name")
+_IS_CREATED = operator.methodcaller("endswith", "_created")
+
+
+def _by_name(samples: Sequence[Sample]) -> dict[str, list[Sample]]:
+    """The samples by name, in order, without the ``_created`` ones."""
+    if samples:
+        # A gauge's or a counter's samples all have one name: found without a Python loop.
+        first = samples[0].name
+        names = list(map(_NAME, samples))
+        if names.count(first) == len(names):
+            return {} if first.endswith("_created") else {first: list(samples)}
+    by_name: dict[str, list[Sample]] = {}
+    for s in samples:
+        if s.name.endswith("_created"):
+            continue
+        by_name.setdefault(s.name, []).append(s)
+    return by_name
+
+
 def _custom(
     families: Iterable[Metric], cap: int
 ) -> tuple[dict[str, Any], int]:
     """User families: ``name -> value`` for one unlabelled series, else a list of
-    ``{labels, value}``; at most ``cap`` series in all, the rest counted as dropped."""
+    ``{labels, value}``; at most ``cap`` series in all, the rest counted as dropped.
+
+    Only the series shown are looked at one by one: a registry of 10,000 series with the
+    default cap of 200 must not cost a dict of labels per series per tick.
+    """
     custom: dict[str, Any] = {}
     used = 0
     dropped = 0
     for fam in families:
-        by_name: dict[str, list[tuple[dict[str, str], float]]] = {}
-        for s in fam.samples:
-            if s.name.endswith("_created"):
-                continue
-            by_name.setdefault(s.name, []).append((_labels(s.labels), s.value))
+        if used >= cap:
+            dropped += _uncapped_count(fam.samples)
+            continue
+        by_name = _by_name(fam.samples)
         for name, series in by_name.items():
-            if used + len(series) > cap:
-                take = max(0, cap - used)
-                dropped += len(series) - take
-                series = series[:take]
+            room = cap - used
+            if len(series) > room:
+                dropped += len(series) - room
+                series = series[:room]
                 if not series:
                     continue
             used += len(series)
-            if len(series) == 1 and not series[0][0]:
-                custom[name] = _finite(series[0][1])
+            if len(series) == 1 and not _labels(series[0].labels):
+                custom[name] = _finite(series[0].value)
             else:
-                custom[name] = [{"labels": lb, "value": _finite(val)} for lb, val in series]
+                custom[name] = [{"labels": _labels(s.labels), "value": _finite(s.value)}
+                                for s in series]
     return custom, dropped
 
 
@@ -201,7 +234,7 @@ _DEFAULT_LAYOUT = _Layout(METRICS)
 
 def build_snapshot(
     families: Sequence[Metric],
-    jobs: Sequence[JobRecord],
+    jobs: Sequence[JobRecord | dict[str, Any]],
     alerts: Sequence[Alert],
     health: str,
     *,
@@ -217,6 +250,9 @@ def build_snapshot(
     With ``derive_http`` (until values are pushed with ``update_http_metrics``), the
     HTTP cards come from the standard HTTP server metrics when there are any
     (:func:`http_from_semconv`).
+
+    ``jobs`` are records, or jobs already in their JSON form (``JobStore.render``, or
+    an instance's ``/api/jobs``), which are taken as they are.
 
     ``table`` is the metric table the scalar fields come from (:func:`snapshot_fields`
     gives their order); its families are kept out of ``custom``.
@@ -242,7 +278,7 @@ def build_snapshot(
         max_custom_series,
     )
     snapshot["provider_stats"] = providers
-    snapshot["recent_jobs"] = [job.to_json(now) for job in jobs]
+    snapshot["recent_jobs"] = [job if isinstance(job, dict) else job.to_json(now) for job in jobs]
     snapshot["system_health"] = health
     snapshot["alerts"] = [alert.to_json() for alert in alerts]
     snapshot["custom"] = custom

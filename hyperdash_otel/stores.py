@@ -168,29 +168,54 @@ class JobRecord:
             error_msg=v.text(job.error_msg, "job.error_msg", max_text),
         )
 
+    def _fixed_json(self) -> dict[str, Any]:
+        """The JSON with what only a new record can change, in the message's order (the
+        live keys hold placeholders): made once per record, copied on every tick.
+
+        Kept in the instance's ``__dict__`` (a frozen dataclass takes no attribute
+        otherwise), so that the live copies :meth:`JobStore.records` makes share it.
+        """
+        fixed: dict[str, Any] | None = self.__dict__.get("_fixed")
+        if fixed is None:
+            start, end, duration = self.start_time, self.end_time, self.duration
+            if duration is None:
+                # Not running from a known start: the duration no longer moves.
+                if start is None:
+                    duration = 0.0
+                elif end is not None:
+                    duration = max(0.0, (end - start).total_seconds())
+            fixed = {
+                "id": self.id,
+                "name": self.name,
+                "status": self.status,
+                "progress": json_progress(self.progress),
+                "start_time": v.rfc3339(start) if start else None,
+                "end_time": v.rfc3339(end) if end else None,
+                "duration": None if duration is None else round(duration, 3),
+                "provider": self.provider,
+                "vm_name": self.vm_name,
+                "error_msg": self.error_msg,
+                "eta_seconds": None,
+                "stalled": False,
+                "last_progress_at": None,
+            }
+            object.__setattr__(self, "_fixed", fixed)
+        return fixed
+
+    def _running_for(self, now: datetime) -> float:
+        """The JSON duration of a job running since its known start."""
+        assert self.start_time is not None
+        return round(max(0.0, (now - self.start_time).total_seconds()), 3)
+
     def to_json(self, now: datetime) -> dict[str, Any]:
-        duration = self.duration
-        if duration is None:
-            if self.start_time is None:
-                duration = 0.0
-            else:
-                end = self.end_time or now
-                duration = max(0.0, (end - self.start_time).total_seconds())
-        return {
-            "id": self.id,
-            "name": self.name,
-            "status": self.status,
-            "progress": json_progress(self.progress),
-            "start_time": v.rfc3339(self.start_time) if self.start_time else None,
-            "end_time": v.rfc3339(self.end_time) if self.end_time else None,
-            "duration": round(duration, 3),
-            "provider": self.provider,
-            "vm_name": self.vm_name,
-            "error_msg": self.error_msg,
-            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
-            "stalled": self.stalled,
-            "last_progress_at": self._progress_text,
-        }
+        out = self._fixed_json().copy()
+        if out["duration"] is None:  # running since a known start: up to now
+            out["duration"] = self._running_for(now)
+        eta = self.eta_seconds  # these three are set on live copies (JobStore.records)
+        out["eta_seconds"] = None if eta is None else round(eta, 1)
+        out["stalled"] = self.stalled
+        out["last_progress_at"] = self._progress_text
+        return out
 
 
 def _merge(old: JobRecord | None, new: JobRecord, now: datetime) -> JobRecord:
@@ -416,7 +441,8 @@ class JobStore:
             return record
         stalled = self.stall_after > 0 and now - track.moved_at >= self.stall_after
         # A copy with the three live fields, made without the frozen dataclass's __init__
-        # (thirteen object.__setattr__ calls): this runs for every running job on every tick.
+        # (thirteen object.__setattr__ calls).
+        record._fixed_json()  # made once on the stored record, shared by its live copies
         live: JobRecord = object.__new__(JobRecord)
         live.__dict__.update(record.__dict__)
         live.__dict__.update(eta_seconds=None if stalled else track.eta(now), stalled=stalled,
@@ -430,6 +456,34 @@ class JobStore:
                 return list(reversed(self._jobs.values()))
             t = now.timestamp()
             return [self._live(r, t) for r in reversed(self._jobs.values())]
+
+    def render(self, now: datetime) -> list[dict[str, Any]]:
+        """Newest first, each job as :meth:`JobRecord.to_json` gives it for
+        ``records(now)``: what every tick sends, made without the live copies.
+
+        Per job and tick this is a copy of the record's fixed JSON (made once per
+        ``add_job``) and the keys that move: the duration, ETA and stall flag.
+        """
+        t = now.timestamp()
+        stall_after = self.stall_after
+        out = []
+        with self._lock:
+            tracks = self._tracks
+            for record in reversed(self._jobs.values()):
+                job = (record.__dict__.get("_fixed") or record._fixed_json()).copy()
+                if job["duration"] is None:  # running since a known start
+                    ran = (now - record.start_time).total_seconds()  # type: ignore[operator]
+                    job["duration"] = round(ran, 3) if ran > 0.0 else 0.0
+                track = tracks.get(record.id)
+                if track is not None:
+                    stalled = stall_after > 0 and t - track.points[-1][0] >= stall_after
+                    eta = (None if stalled or len(track.points) < MIN_ETA_POINTS
+                           else track.eta(t))
+                    job["eta_seconds"] = None if eta is None else round(eta, 1)
+                    job["stalled"] = stalled
+                    job["last_progress_at"] = track._moved_text or track.moved_text()
+                out.append(job)
+        return out
 
     def get(self, job_id: str, now: datetime | None = None) -> JobRecord | None:
         with self._lock:

@@ -1,12 +1,17 @@
 import json
+import math
 import re
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily as Gauge
 
 from hyperdash_otel import SNAPSHOT_FIELDS, Config, Dashboard, JobInfo
+from hyperdash_otel import validation as v
+from hyperdash_otel.telemetry import BY_FIELD, COLLECT_SWITCH_INTERVAL, gil_shared
 
 NOW = datetime(2026, 11, 25, 10, 30, 0, tzinfo=timezone.utc)
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -345,3 +350,196 @@ def test_a_second_reader_on_the_registry_does_not_duplicate_series(dash, caplog)
         assert "exported twice" in caplog.text
     finally:
         other.shutdown()
+
+
+# -- the update calls check plain ints and floats inline: the same answers as validation ----
+
+EDGE_COUNTS = [0, 1, 2**63 - 1, 2**63, -1, -(2**63), True, False, 1.0, 2**64 + 1, -0.0]
+EDGE_REALS = [0, 0.0, -0.0, 1, 2.5, -1e-300, 2.0**63, 2**63, 2**63 + 1, 2.0**64, math.inf,
+              -math.inf, math.nan, True, 1e308, 5e-324]
+
+
+def _expect(check, value):
+    """What the validation function gives for ``value``: ("ok", result) or the error."""
+    try:
+        return ("ok", check(value))
+    except (TypeError, ValueError) as exc:
+        return (type(exc), str(exc))
+
+
+def _got(call):
+    try:
+        call()
+    except (TypeError, ValueError) as exc:
+        return (type(exc), str(exc))
+    return None
+
+
+@pytest.mark.parametrize("value", EDGE_COUNTS, ids=repr)
+@pytest.mark.parametrize("position", range(5))
+def test_update_job_metrics_takes_and_refuses_what_validation_count_does(
+    make_dashboard, value, position
+):
+    names = ["active", "completed", "failed", "pending", "queue_len"]
+    fields = ["jobs_active", "jobs_completed", "jobs_failed", "jobs_pending", "queue_length"]
+    dash = make_dashboard()
+    args = [3, 4, 5, 6, 7]
+    args[position] = value
+    expected = _expect(lambda x: v.count(x, names[position]), value)
+    error = _got(lambda: dash.update_job_metrics(*args))
+    snap = dash.snapshot(now=NOW)
+    if expected[0] == "ok":
+        assert error is None
+        assert snap[fields[position]] == round(float(expected[1]))  # as a float64 holds it
+    else:
+        assert error == expected
+        assert [snap[f] for f in fields] == [0, 0, 0, 0, 0]  # a rejected call changes nothing
+
+
+@pytest.mark.parametrize("value", EDGE_REALS, ids=repr)
+@pytest.mark.parametrize("call", ["memory_mb", "cpu_percent", "avg_response_time"])
+def test_real_arguments_are_taken_and_refused_as_validation_real_does(
+    make_dashboard, value, call
+):
+    dash = make_dashboard()
+    expected = _expect(lambda x: v.real(x, call), value)
+    if call == "avg_response_time":
+        error = _got(lambda: dash.update_http_metrics(1, 0, value))
+        field, recorded = "hyperdash_http_response_time_seconds", "avg_response_time"
+    elif call == "memory_mb":
+        error = _got(lambda: dash.update_system_metrics(value, 1.0, 1))
+        field, recorded = "hyperdash_process_memory_usage_bytes", "memory_usage"
+    else:
+        error = _got(lambda: dash.update_system_metrics(1.0, value, 1))
+        field, recorded = "hyperdash_process_cpu_utilization_percent", "cpu_usage"
+    if expected[0] != "ok":
+        assert error == expected
+        assert series(dash, field)[0].endswith(" 0.0")  # nothing recorded
+        return
+    assert error is None
+    spec = BY_FIELD[recorded]
+    value_text = series(dash, field)[0].rsplit(" ", 1)[1]
+    assert float(value_text) == spec.recorded(expected[1])
+    assert not value_text.startswith("-")  # -0.0 is recorded as 0
+
+
+def test_health_moves_between_every_pair_of_statuses(dash):
+    scope = 'otel_scope_name="hyperdash",otel_scope_schema_url="",otel_scope_version=""'
+    statuses = ["healthy", "degraded", "unhealthy"]
+    for status in ["degraded", "degraded", "healthy", "unhealthy", "Degraded ", "healthy",
+                   "healthy", "unhealthy", "degraded"]:
+        dash.set_system_health(status)
+        shown = status.strip().lower()
+        assert dash.system_health == shown
+        assert dash.snapshot(now=NOW)["system_health"] == shown
+        assert series(dash, "hyperdash_system_health") == [
+            f'hyperdash_system_health{{{scope},status="{s}"}} {1.0 if s == shown else 0.0}'
+            for s in statuses
+        ]
+
+
+# -- a collect lets other threads have the GIL often (the event loop during a tick) --------
+
+
+class _Probe:
+    """A collector that notes the switch interval it is collected under."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.seen: list[float] = []
+        self.fail = fail
+
+    def collect(self):
+        self.seen.append(sys.getswitchinterval())
+        if self.fail:
+            raise RuntimeError("collector broke")
+        return []
+
+
+@pytest.fixture
+def switch_interval():
+    saved = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    yield
+    sys.setswitchinterval(saved)
+
+
+def test_snapshot_and_scrape_collect_with_a_short_switch_interval_and_put_it_back(
+    dash, switch_interval
+):
+    probe = _Probe()
+    dash.registry.register(probe)
+    dash.snapshot()
+    dash.metrics_text()
+    assert probe.seen == [COLLECT_SWITCH_INTERVAL, COLLECT_SWITCH_INTERVAL]
+    assert sys.getswitchinterval() == pytest.approx(0.005)
+
+
+def test_a_scrape_encodes_with_the_short_switch_interval_too(dash, switch_interval):
+    seen = []
+
+    class Noting(Gauge):  # the text encoder reads each family's samples while it encodes
+        @property
+        def samples(self):
+            seen.append(sys.getswitchinterval())
+            return self._samples
+
+        @samples.setter
+        def samples(self, value):
+            self._samples = value
+
+    class Collector:
+        def collect(self):
+            fam = Noting("noted", "a family that notes when it is read")
+            fam.add_metric([], 1.0)
+            return [fam]
+
+    dash.registry.register(Collector())
+    assert "noted 1.0" in dash.metrics_text()
+    assert seen and set(seen) == {COLLECT_SWITCH_INTERVAL}
+    assert sys.getswitchinterval() == pytest.approx(0.005)
+
+
+def test_a_failing_collect_puts_the_interval_back(dash, switch_interval):
+    dash.registry.register(_Probe(fail=True))
+    with pytest.raises(RuntimeError, match="collector broke"):
+        dash.snapshot()
+    assert sys.getswitchinterval() == pytest.approx(0.005)
+
+
+def test_overlapping_collects_keep_the_interval_short_until_the_last_ends(switch_interval):
+    first, second = gil_shared(), gil_shared()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert sys.getswitchinterval() == COLLECT_SWITCH_INTERVAL
+    second.__exit__(None, None, None)
+    assert sys.getswitchinterval() == pytest.approx(0.005)
+
+
+def test_an_interval_set_by_the_application_stands(switch_interval):
+    with gil_shared():
+        sys.setswitchinterval(0.002)  # the application's own choice, made meanwhile
+    assert sys.getswitchinterval() == pytest.approx(0.002)
+    sys.setswitchinterval(0.0001)
+    with gil_shared():
+        assert sys.getswitchinterval() == pytest.approx(0.0001)  # already shorter: kept
+    assert sys.getswitchinterval() == pytest.approx(0.0001)
+
+
+def test_collects_from_many_threads_leave_the_interval_as_it_was(dash, switch_interval):
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                dash.snapshot()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sys.getswitchinterval() == pytest.approx(0.005)

@@ -7,7 +7,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
 from hyperdash_otel import SNAPSHOT_FIELDS, build_snapshot
 from hyperdash_otel.snapshot import snapshot_fields
@@ -90,6 +94,32 @@ def test_custom_non_finite_values_become_null_so_the_json_stays_valid():
                           "healthy", now=NOW)
     assert snap["custom"] == {"weird": None, "inf": [{"labels": {"k": "v"}, "value": None}]}
     json.dumps(snap, allow_nan=False)
+
+
+@pytest.mark.parametrize("cap", [0, 1, 2, 3, 4, 5, 7, 8, 9, 100])
+def test_custom_shows_the_first_series_up_to_the_cap_and_counts_the_rest(cap):
+    # A counter's _created samples are never shown nor counted; a histogram's buckets,
+    # count and sum are series of their own names.
+    requests = CounterMetricFamily("requests", "", labels=["route"], created=1.0)
+    requests.add_metric(["/a"], 1, created=1.0)
+    requests.add_metric(["/b"], 2, created=1.0)
+    latency = HistogramMetricFamily("latency", "", labels=["route"])
+    latency.add_metric(["/a"], [("1.0", 3), ("+Inf", 4)], 2.5)
+    families = [requests, gauge("temperature", 21.5), latency, gauge("depth", 3, q="x")]
+    every = [("requests_total", {"route": "/a"}, 1), ("requests_total", {"route": "/b"}, 2),
+             ("temperature", {}, 21.5),
+             ("latency_bucket", {"route": "/a", "le": "1.0"}, 3),
+             ("latency_bucket", {"route": "/a", "le": "+Inf"}, 4),
+             ("latency_count", {"route": "/a"}, 4), ("latency_sum", {"route": "/a"}, 2.5),
+             ("depth", {"q": "x"}, 3)]
+    expected: dict = {}
+    for name, labels, value in every[:cap]:
+        expected.setdefault(name, []).append({"labels": labels, "value": value})
+    if "temperature" in expected:
+        expected["temperature"] = 21.5  # one unlabelled series: the bare number
+    snap = build_snapshot(families, [], [], "healthy", now=NOW, max_custom_series=cap)
+    assert snap["custom"] == expected
+    assert snap.get("custom_dropped", 0) == max(0, len(every) - cap)
 
 
 def test_target_info_is_not_custom():

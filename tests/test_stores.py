@@ -342,3 +342,55 @@ def test_a_full_store_lets_a_finished_job_go_before_a_running_one() -> None:
     store.upsert(running("d", 10), at(4))  # none finished: the oldest goes
     assert [r.id for r in store.records()] == ["d", "c", "b"]
     assert store.history_points() == 3
+
+
+def _reference_json(record: JobRecord, now: datetime) -> dict[str, Any]:
+    """A job's JSON worked out from its fields here, without the store's cached parts."""
+    duration = record.duration
+    if duration is None:
+        start = record.start_time
+        duration = 0.0 if start is None else max(
+            0.0, ((record.end_time or now) - start).total_seconds())
+    return {
+        "id": record.id, "name": record.name, "status": record.status,
+        "progress": json_progress(record.progress),
+        "start_time": None if record.start_time is None
+        else record.start_time.isoformat(timespec="milliseconds")[:-6] + "Z",
+        "end_time": None if record.end_time is None
+        else record.end_time.isoformat(timespec="milliseconds")[:-6] + "Z",
+        "duration": round(duration, 3), "provider": record.provider,
+        "vm_name": record.vm_name, "error_msg": record.error_msg,
+        "eta_seconds": None if record.eta_seconds is None else round(record.eta_seconds, 1),
+        "stalled": record.stalled,
+        "last_progress_at": None if record.progress_at is None
+        else record.progress_at.isoformat(timespec="milliseconds")[:-6] + "Z",
+    }
+
+
+def test_render_is_the_json_of_each_live_record_over_a_job_lifecycle() -> None:
+    # What every tick sends (render) against the records and their fields, as the jobs
+    # move, stall, end, come back and leave, with the store's cached parts in play.
+    store = JobStore(4, stall_after=100)
+    steps: list[tuple[float, JobRecord]] = [
+        (0, running("a", 0)), (0, running("b", 5, status="pending")),
+        (10, running("a", 10)), (20, running("a", 20)), (30, running("a", 30)),
+        (31, JobRecord(id="c", name="", status="completed", progress=100,
+                       start_time=at(-5.25), end_time=at(31.5004), duration=None,
+                       provider="gcp", vm_name="", error_msg="")),
+        (32, JobRecord(id="d", name="given", status="running", progress=1, start_time=None,
+                       end_time=None, duration=12.3456, provider="", vm_name="",
+                       error_msg="")),
+        (200, running("b", 50)), (250, running("a", 30)), (260, running("a", 40)),
+        (270, running("a", 40, status="failed")), (280, running("a", 45)),
+        (290, running("e", 1)),
+    ]
+    for t, record in steps:
+        store.upsert(record, at(t))
+        for now in (t, t + 0.0005, t + 99.9995, t + 150, t + 5000):
+            rendered = store.render(at(now))
+            records = store.records(at(now))
+            assert rendered == [r.to_json(at(now)) for r in records]
+            assert rendered == [_reference_json(r, at(now)) for r in records]
+            assert [list(job) for job in rendered] == [list(_reference_json(r, at(now)))
+                                                       for r in records]
+    assert {job["id"] for job in store.render(at(300))} == {"a", "b", "d", "e"}  # c made room
