@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import tornado.web
-from tornado.httputil import HTTPServerRequest
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
+from tornado.web import GZipContentEncoding
 
 from . import logs
 from .handlers import (
@@ -26,9 +27,10 @@ from .handlers import (
     StreamHandler,
 )
 from .security import is_loopback_host
+from .static import StaticFiles
 
-__all__ = ["PING_INTERVAL", "PING_TIMEOUT", "Assets", "DashboardApp", "make_app", "routes",
-           "warn_if_exposed"]
+__all__ = ["PING_INTERVAL", "PING_TIMEOUT", "Assets", "CompressDynamic", "DashboardApp",
+           "make_app", "routes", "warn_if_exposed"]
 
 log = logging.getLogger("hyperdash_otel.server")
 
@@ -82,9 +84,30 @@ def routes(ctx: ServerContext, assets: Assets) -> list[tuple[str, type, dict[str
         (r"/healthz", HealthHandler, c),
         (r"/ws", StreamHandler, c),
         (r"/static/vendor/(chart\.umd\.js)", StaticHandler,
-         {"ctx": ctx, "path": str(assets.chart_js.parent)}),
-        (r"/static/(.*)", StaticHandler, {"ctx": ctx, "path": str(assets.static)}),
+         {"ctx": ctx, "files": StaticFiles(str(assets.chart_js.parent))}),
+        (r"/static/(.*)", StaticHandler, {"ctx": ctx, "files": StaticFiles(str(assets.static))}),
     ]
+
+
+class CompressDynamic(GZipContentEncoding):
+    """Tornado's ``compress_response`` (gzip when the client accepts it), except for the
+    static files: they carry a gzip made once (:mod:`.static`), and a byte range or an
+    identity body of theirs must not be gzipped on the way out."""
+
+    def __init__(self, request: HTTPServerRequest) -> None:
+        super().__init__(request)
+        self._own = request.path.startswith("/static/")
+
+    def transform_first_chunk(self, status_code: int, headers: HTTPHeaders, chunk: bytes,
+                              finishing: bool) -> tuple[int, HTTPHeaders, bytes]:
+        if self._own:
+            return status_code, headers, chunk
+        return super().transform_first_chunk(status_code, headers, chunk, finishing)
+
+    def transform_chunk(self, chunk: bytes, finishing: bool) -> bytes:
+        if self._own:
+            return chunk
+        return super().transform_chunk(chunk, finishing)
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -138,7 +161,7 @@ def make_app(
         routes(ctx, assets),
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
-        compress_response=True,
+        transforms=[CompressDynamic],
         websocket_ping_interval=ping_interval,
         websocket_ping_timeout=min(ping_timeout, ping_interval),
         websocket_max_message_size=MAX_INCOMING_MESSAGE,

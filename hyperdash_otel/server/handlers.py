@@ -30,7 +30,7 @@ from prometheus_client.exposition import choose_encoder
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 from tornado.iostream import StreamBufferFullError
-from tornado.web import HTTPError, RequestHandler, StaticFileHandler
+from tornado.web import HTTPError, RequestHandler
 
 from ..validation import rfc3339
 from .limits import RequestLimits
@@ -46,6 +46,15 @@ from .security import (
     token_matches,
 )
 from ._tornado_fast import Writes
+from .static import (
+    ByteRange,
+    OutsideRoot,
+    StaticFiles,
+    accepts_gzip,
+    etag_matches,
+    modified_since,
+    parse_range,
+)
 from .stream import FanOut, Ticker
 
 if TYPE_CHECKING:
@@ -292,37 +301,85 @@ class PageHandler(_Common):
     head = get
 
 
-class StaticHandler(_Common, StaticFileHandler):
-    """``/static/*``: files only (a directory is a 404, never a listing).
+class StaticHandler(_Common):
+    """``/static/*``: files only (a directory is a 404, never a listing), from memory.
 
     Not behind the token: these are the package's own files, identical in every install,
-    and the browser fetches them without the page's ``?token=``.
+    and the browser fetches them without the page's ``?token=``. Each file's bytes and
+    gzip are built once (:class:`~.static.StaticFiles`, which also says how a changed file
+    is picked up and what bounds the memory); a request is answered with a strong ETag
+    per representation, ``304`` on ``If-None-Match`` (or ``If-Modified-Since``),
+    ``Vary: Accept-Encoding``, one byte range (``206``; several are answered with the
+    whole file; one past the end is a JSON ``416``), and ``HEAD``.
     """
 
     requires_auth = False
     rate_limited = False
 
-    def initialize(self, ctx: ServerContext, path: str) -> None:  # type: ignore[override]
+    def initialize(self, ctx: ServerContext, files: StaticFiles) -> None:  # type: ignore[override]
         self.ctx = ctx
-        StaticFileHandler.initialize(self, path)
+        self.files = files
 
-    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+    async def prepare(self) -> None:
+        """Nothing to check: no credential, no rate limit (the Host rule ran already)."""
+
+    def get(self, path: str) -> None:
         try:
-            if Path(absolute_path).is_dir():
-                raise ApiError(404, "not found")
-            return super().validate_absolute_path(root, absolute_path)
-        except (ValueError, OSError):
-            # A NUL byte, a name too long for the file system: no such file, not a 500.
-            raise ApiError(404, "not found") from None
+            asset = self.files.get(path)
+        except OutsideRoot:
+            raise ApiError(403, "path outside the static directory") from None
+        except ValueError:  # a NUL byte: no file system takes it
+            asset = None
+        if asset is None:
+            raise ApiError(404, "not found")
+        headers = self.request.headers
+        self.set_header("Content-Type", asset.content_type)
+        self.set_header("Cache-Control", "no-cache")  # unversioned names: revalidate (304)
+        self.set_header("Last-Modified", asset.last_modified)
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("Vary", "Accept-Encoding")
+        wanted = headers.get("Range")
+        span = None
+        if wanted is not None:
+            if_range = headers.get("If-Range")
+            if if_range is None or if_range.strip() in (asset.etag, asset.last_modified):
+                span = parse_range(wanted, len(asset.body))
+        gzipped = (span is None and asset.gzipped is not None
+                   and accepts_gzip(headers.get("Accept-Encoding")))
+        etag = asset.gzip_etag if gzipped else asset.etag
+        self.set_header("Etag", etag)
+        if_none_match = headers.get("If-None-Match")
+        if if_none_match is not None:
+            fresh = etag_matches(if_none_match, (etag,))
+        else:
+            since = headers.get("If-Modified-Since")
+            fresh = since is not None and not modified_since(since, asset.mtime)
+        if fresh:
+            self.set_status(304)
+            self.finish()
+            return
+        if span is False:
+            size = len(asset.body)
+            raise ApiError(416, f"range not satisfiable: the file has {size} bytes",
+                           headers={"Content-Range": f"bytes */{size}"})
+        if isinstance(span, ByteRange):
+            self.set_status(206)
+            self.set_header("Content-Range",
+                            f"bytes {span.start}-{span.end}/{len(asset.body)}")
+            body = asset.body[span.start:span.end + 1]
+        elif gzipped:
+            assert asset.gzipped is not None
+            self.set_header("Content-Encoding", "gzip")
+            body = asset.gzipped
+        else:
+            body = asset.body
+        self.set_header("Content-Length", len(body))
+        if self.request.method == "HEAD":
+            self.finish()
+        else:
+            self.finish(body)
 
-    async def get(self, path: str, include_body: bool = True) -> None:
-        await super().get(path, include_body)
-        if self.get_status() == 416 and not self._finished:
-            # Tornado sets 416 and returns an empty text/plain body; the Content-Range it
-            # set (bytes */size) stays, the body becomes our JSON error.
-            self.set_header("Content-Type", JSON_TYPE)
-            self.finish(error_body(416, "range not satisfiable: "
-                                   f"the file has {self.get_content_size()} bytes"))
+    head = get
 
 
 class MetricsApiHandler(_Common):
