@@ -247,6 +247,7 @@ def report(reader: Reader, everyone: list[Client], t0: float, t1: float,
     window = sorted((at, raw) for raw, at in reader.stamps.items() if t0 <= at <= t1)
     index = {raw: i for i, (_, raw) in enumerate(window)}
     latencies: list[float] = []
+    slowest: list[float] = [0.0] * len(window)  # per tick: its latest delivery here
     seen: list[list[int]] = []
     dropped: dict[str, int] = {}
     for client in everyone:
@@ -262,12 +263,15 @@ def report(reader: Reader, everyone: list[Client], t0: float, t1: float,
             if i is not None:
                 got.append(i)
                 latencies.append(latency)
+                if latency > slowest[i]:
+                    slowest[i] = latency
         seen.append(got)
     cpu = os.times()
     return {
         "window": [at for at, _ in window],
         "seen": seen,
         "latencies": latencies,
+        "slowest": slowest,
         "dropped": dropped,
         "backlog": reader.backlog,
         "cpu": (cpu.user - cpu0.user) + (cpu.system - cpu0.system),
