@@ -658,6 +658,7 @@ class StreamHandler(_Common, Writes):
         self.ui = None  # type: ignore[assignment]
         self.request.headers = HTTPHeaders()
         self.request.connection = None
+        self.request.server_connection = None  # (it keeps its finished serving task)
         fanout = self.ctx.fanout
         stream.max_write_buffer_size = fanout.history_bytes + WRITE_BUFFER_SLACK
         self.set_nodelay(True)
