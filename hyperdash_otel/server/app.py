@@ -29,8 +29,8 @@ from .handlers import (
 from .security import is_loopback_host
 from .static import StaticFiles
 
-__all__ = ["PING_INTERVAL", "PING_TIMEOUT", "Assets", "CompressDynamic", "DashboardApp",
-           "make_app", "routes", "warn_if_exposed"]
+__all__ = ["HOSTS_REMEMBERED", "PING_INTERVAL", "PING_TIMEOUT", "Assets", "CompressDynamic",
+           "DashboardApp", "make_app", "routes", "warn_if_exposed"]
 
 log = logging.getLogger("hyperdash_otel.server")
 
@@ -116,6 +116,11 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     logs.log_request(handler)
 
 
+HOSTS_REMEMBERED = 256
+"""``Host`` values whose allowlist answer :class:`DashboardApp` keeps (a bound, since
+any client can send any value)."""
+
+
 class DashboardApp(tornado.web.Application):
     """Tornado's Application with the Host allowlist in front of the routing table.
 
@@ -127,10 +132,22 @@ class DashboardApp(tornado.web.Application):
         super().__init__(*args, **kwargs)
         self.ctx = ctx
         self.logs = logs.ServerLogs()
+        self._hosts_seen: dict[str | None, bool] = {}
+        """The allowlist's answer per ``Host`` value (the policy never changes while the
+        server runs); at most :data:`HOSTS_REMEMBERED`, forgotten all at once when full."""
 
     def find_handler(self, request: HTTPServerRequest, **kwargs: Any
                      ) -> tornado.web._HandlerDelegate:
-        if not self.ctx.origins.hosts.allows(request.headers.get("Host")):
+        host = request.headers.get("Host")
+        allowed = self._hosts_seen.get(host)
+        if allowed is None:
+            # Parsing the value costs more than the rest of this check, on every request
+            # and every WebSocket upgrade: a connect storm sends the same few values.
+            allowed = self.ctx.origins.hosts.allows(host)
+            if len(self._hosts_seen) >= HOSTS_REMEMBERED:
+                self._hosts_seen.clear()
+            self._hosts_seen[host] = allowed
+        if not allowed:
             return self.get_handler_delegate(request, MisdirectedHandler, {"ctx": self.ctx})
         return super().find_handler(request, **kwargs)
 
