@@ -20,6 +20,7 @@ import base64
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import resource
@@ -248,6 +249,7 @@ def report(reader: Reader, everyone: list[Client], t0: float, t1: float,
     index = {raw: i for i, (_, raw) in enumerate(window)}
     latencies: list[float] = []
     slowest: list[float] = [0.0] * len(window)  # per tick: its latest delivery here
+    fastest: list[float] = [math.inf] * len(window)  # and its earliest
     seen: list[list[int]] = []
     dropped: dict[str, int] = {}
     for client in everyone:
@@ -265,6 +267,8 @@ def report(reader: Reader, everyone: list[Client], t0: float, t1: float,
                 latencies.append(latency)
                 if latency > slowest[i]:
                     slowest[i] = latency
+                if latency < fastest[i]:
+                    fastest[i] = latency
         seen.append(got)
     cpu = os.times()
     return {
@@ -272,6 +276,7 @@ def report(reader: Reader, everyone: list[Client], t0: float, t1: float,
         "seen": seen,
         "latencies": latencies,
         "slowest": slowest,
+        "fastest": [None if math.isinf(x) else x for x in fastest],
         "dropped": dropped,
         "backlog": reader.backlog,
         "cpu": (cpu.user - cpu0.user) + (cpu.system - cpu0.system),

@@ -264,6 +264,9 @@ class Result:
     tick_spread_ms: list[float]
     """Per tick of the window, in order: its latest delivery to any client (the time the
     fan-out took to reach the last one, plus the build)."""
+    tick_first_ms: list[float]
+    """Per tick: its earliest delivery to any client (what passed before the fan-out began:
+    the build, the hand-over to the loop thread, the wait for a core)."""
     loop_waited_ms_per_s: float
     """Milliseconds per second of the window the loop thread was runnable and waiting for
     a core: time other processes on the server's core took from it."""
@@ -356,9 +359,13 @@ def run_one(variant: str, n: int, *, payload_file: str, interval: float, duratio
     messages = missed = 0
     latencies: list[float] = []
     spread: dict[float, float] = {}
+    first: dict[float, float] = {}
     for r in reports:
         for at, late in zip(r["window"], r["slowest"], strict=True):
             spread[at] = max(spread.get(at, 0.0), late)
+        for at, early in zip(r["window"], r["fastest"], strict=True):
+            if early is not None:
+                first[at] = min(first.get(at, math.inf), early)
     for r in reports:
         for got in r["seen"]:
             messages += len(got)
@@ -388,6 +395,7 @@ def run_one(variant: str, n: int, *, payload_file: str, interval: float, duratio
         p50_ms=_pct(latencies, 0.50), p99_ms=_pct(latencies, 0.99),
         max_ms=_pct(latencies, 1.0),
         tick_spread_ms=[round(spread[at] * 1e3, 1) for at in sorted(spread)],
+        tick_first_ms=[round(first[at] * 1e3, 1) for at in sorted(first)],
         loop_waited_ms_per_s=ww.loop_waited / duration * 1e3,
         rss_before_mb=rss_before / 2**20, rss_after_mb=rss_after / 2**20,
         kb_per_client=(rss_after - rss_before) / max(1, connected) / 1024,
@@ -491,6 +499,10 @@ def table(results: list[Result]) -> str:
                          f"ms, slowest {spread[-1]:.0f} ms "
                          f"({', '.join(f'{x:.0f}' for x in r.tick_spread_ms)}); the loop "
                          f"thread waited for its core {r.loop_waited_ms_per_s:.0f} ms per s")
+        if r.tick_first_ms:
+            first = sorted(r.tick_first_ms)
+            extra.append(f"each tick's first delivery: median {first[len(first) // 2]:.1f} "
+                         f"ms, slowest {first[-1]:.1f} ms")
         notes.append(f"- {r.variant}: " + "; ".join(extra))
     return "\n".join(lines + [""] + notes)
 
