@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import tornado.web
+from tornado import httputil
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.web import GZipContentEncoding
 
@@ -23,6 +24,7 @@ from .handlers import (
     PageHandler,
     PrometheusHandler,
     ServerContext,
+    StaticFast,
     StaticHandler,
     StreamHandler,
 )
@@ -136,8 +138,9 @@ class DashboardApp(tornado.web.Application):
         """The allowlist's answer per ``Host`` value (the policy never changes while the
         server runs); at most :data:`HOSTS_REMEMBERED`, forgotten all at once when full."""
 
-    def find_handler(self, request: HTTPServerRequest, **kwargs: Any
-                     ) -> tornado.web._HandlerDelegate:
+    # Tornado's router takes any message delegate (Application types it narrower).
+    def find_handler(self, request: HTTPServerRequest, **kwargs: Any  # type: ignore[override]
+                     ) -> httputil.HTTPMessageDelegate:
         host = request.headers.get("Host")
         allowed = self._hosts_seen.get(host)
         if allowed is None:
@@ -149,7 +152,11 @@ class DashboardApp(tornado.web.Application):
             self._hosts_seen[host] = allowed
         if not allowed:
             return self.get_handler_delegate(request, MisdirectedHandler, {"ctx": self.ctx})
-        return super().find_handler(request, **kwargs)
+        found = super().find_handler(request, **kwargs)
+        if found.handler_class is StaticHandler:
+            # A cached file's 200/206/304 without a RequestHandler; the rest goes on to it.
+            return StaticFast(found, found.handler_kwargs["files"])
+        return found
 
 
 def warn_if_exposed(ctx: ServerContext, port: int) -> bool:

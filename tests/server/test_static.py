@@ -7,16 +7,21 @@ Content-Length, byte ranges, HEAD, a changed file picked up, and the cache's bou
 from __future__ import annotations
 
 import gzip
+import http.client
+import logging
 import os
 import shutil
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rawhttp import RawResponse, request
+from support import wait_until
 
 from hyperdash_otel.server.app import Assets
+from hyperdash_otel.server.security import HSTS
 from hyperdash_otel.server.static import OutsideRoot, StaticFiles, accepts_gzip, parse_range
 
 MAIN = "/static/js/main.js"
@@ -272,3 +277,49 @@ def test_accept_encoding(header: str, accepted: bool) -> None:
 def test_parse_range(header: str, size: int, expected: object) -> None:
     got = parse_range(header, size)
     assert (got if got is None or got is False else (got.start, got.end)) == expected
+
+
+# -- the answers written below the RequestHandler layer (StaticFast) --------------------------
+
+
+def test_every_answer_carries_the_security_headers(port: int) -> None:
+    tag = request(port, MAIN).header("ETag")
+    answers = [request(port, MAIN), request(port, MAIN, method="HEAD"),
+               request(port, MAIN, headers={"If-None-Match": str(tag)}),
+               request(port, MAIN, headers={"Range": "bytes=0-1"}),
+               request(port, "/static/nope.js")]
+    assert [a.status for a in answers] == [200, 200, 304, 206, 404]
+    for resp in answers:
+        assert resp.header("X-Content-Type-Options") == "nosniff"
+        assert resp.header("Content-Security-Policy")
+        assert resp.header("Server") is None and resp.header("Date")
+    assert answers[2].header("Content-Type") is None  # a 304 names no representation
+
+
+def test_the_access_log_has_a_line_per_answer(port: int,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    def lines() -> list[str] | None:
+        got = [r.getMessage() for r in caplog.records if r.name == "hyperdash_otel.access"]
+        return got if len(got) >= 2 else None
+
+    with caplog.at_level(logging.INFO, logger="hyperdash_otel.access"):
+        request(port, f"{MAIN}?token=never-logged-secret", headers=GZ)
+        request(port, MAIN, method="HEAD")
+        first, second = wait_until(lines, what="two access lines")[:2]
+    assert first.startswith(f"200 GET {MAIN}?token=") and "never-logged-secret" not in first
+    assert second.startswith(f"200 HEAD {MAIN} (127.0.0.1)")
+
+
+def test_hsts_on_a_file_under_tls(serve: Callable[..., Any],
+                                  certificate: tuple[str, str]) -> None:
+    cert, key = certificate
+    s = serve(tls_certfile=cert, tls_keyfile=key)
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", s.port, context=ssl.create_default_context(cafile=cert), timeout=10)
+    try:
+        conn.request("GET", MAIN, headers=GZ)
+        resp = conn.getresponse()
+        assert gzip.decompress(resp.read()) == file_of(MAIN)
+        assert resp.status == 200 and resp.getheader("Strict-Transport-Security") == HSTS
+    finally:
+        conn.close()
