@@ -20,6 +20,7 @@ import base64
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import resource
@@ -247,6 +248,8 @@ def report(reader: Reader, everyone: list[Client], t0: float, t1: float,
     window = sorted((at, raw) for raw, at in reader.stamps.items() if t0 <= at <= t1)
     index = {raw: i for i, (_, raw) in enumerate(window)}
     latencies: list[float] = []
+    slowest: list[float] = [0.0] * len(window)  # per tick: its latest delivery here
+    fastest: list[float] = [math.inf] * len(window)  # and its earliest
     seen: list[list[int]] = []
     dropped: dict[str, int] = {}
     for client in everyone:
@@ -262,12 +265,18 @@ def report(reader: Reader, everyone: list[Client], t0: float, t1: float,
             if i is not None:
                 got.append(i)
                 latencies.append(latency)
+                if latency > slowest[i]:
+                    slowest[i] = latency
+                if latency < fastest[i]:
+                    fastest[i] = latency
         seen.append(got)
     cpu = os.times()
     return {
         "window": [at for at, _ in window],
         "seen": seen,
         "latencies": latencies,
+        "slowest": slowest,
+        "fastest": [None if math.isinf(x) else x for x in fastest],
         "dropped": dropped,
         "backlog": reader.backlog,
         "cpu": (cpu.user - cpu0.user) + (cpu.system - cpu0.system),

@@ -68,8 +68,8 @@ class Cpu:
     system: float
     total: float
     """Nanosecond-precise on-CPU time (schedstat), seconds."""
-    threads: dict[int, tuple[float, float]] = field(default_factory=dict)
-    """Per thread: (user seconds, on-CPU seconds)."""
+    threads: dict[int, tuple[float, float, float]] = field(default_factory=dict)
+    """Per thread: (user seconds, on-CPU seconds, seconds runnable but waiting for a core)."""
 
 
 def _stat_times(path: str) -> tuple[float, float]:
@@ -78,22 +78,24 @@ def _stat_times(path: str) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
-def _schedstat(path: str) -> float:
+def _schedstat(path: str) -> tuple[float, float]:
+    """(on-CPU seconds, seconds spent runnable on a run queue, waiting for a core)."""
     with open(path) as f:
-        return int(f.read().split()[0]) / 1e9
+        fields = f.read().split()
+    return int(fields[0]) / 1e9, int(fields[1]) / 1e9
 
 
 def cpu_of(pid: int) -> Cpu:
     user, system = _stat_times(f"/proc/{pid}/stat")
-    threads: dict[int, tuple[float, float]] = {}
+    threads: dict[int, tuple[float, float, float]] = {}
     total = 0.0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             t_user, _ = _stat_times(f"/proc/{pid}/task/{tid}/stat")
-            on_cpu = _schedstat(f"/proc/{pid}/task/{tid}/schedstat")
+            on_cpu, waited = _schedstat(f"/proc/{pid}/task/{tid}/schedstat")
         except (FileNotFoundError, ProcessLookupError):
             continue
-        threads[int(tid)] = (t_user, on_cpu)
+        threads[int(tid)] = (t_user, on_cpu, waited)
         total += on_cpu
     return Cpu(user, system, max(total, user + system), threads)
 
@@ -111,6 +113,8 @@ class Window:
     total: float
     loop_user: float
     loop_total: float
+    loop_waited: float
+    """Seconds the busiest thread was runnable but waiting for a core (other processes)."""
 
 
 def window(a: Cpu, b: Cpu) -> Window:
@@ -120,11 +124,12 @@ def window(a: Cpu, b: Cpu) -> Window:
     share = user / (user + system) if user + system > 0 else 1.0
     busiest = max(
         b.threads, default=0,
-        key=lambda t: b.threads[t][1] - a.threads.get(t, (0.0, 0.0))[1],
+        key=lambda t: b.threads[t][1] - a.threads.get(t, (0.0, 0.0, 0.0))[1],
     )
-    bt = b.threads.get(busiest, (0.0, 0.0))
-    at = a.threads.get(busiest, (0.0, 0.0))
-    return Window(0.0, total * share, total * (1 - share), total, bt[0] - at[0], bt[1] - at[1])
+    bt = b.threads.get(busiest, (0.0, 0.0, 0.0))
+    at = a.threads.get(busiest, (0.0, 0.0, 0.0))
+    return Window(0.0, total * share, total * (1 - share), total, bt[0] - at[0], bt[1] - at[1],
+                  bt[2] - at[2])
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -256,6 +261,15 @@ class Result:
     p50_ms: float | None
     p99_ms: float | None
     max_ms: float | None
+    tick_spread_ms: list[float]
+    """Per tick of the window, in order: its latest delivery to any client (the time the
+    fan-out took to reach the last one, plus the build)."""
+    tick_first_ms: list[float]
+    """Per tick: its earliest delivery to any client (what passed before the fan-out began:
+    the build, the hand-over to the loop thread, the wait for a core)."""
+    loop_waited_ms_per_s: float
+    """Milliseconds per second of the window the loop thread was runnable and waiting for
+    a core: time other processes on the server's core took from it."""
     rss_before_mb: float
     rss_after_mb: float
     kb_per_client: float
@@ -344,6 +358,14 @@ def run_one(variant: str, n: int, *, payload_file: str, interval: float, duratio
     expected = _expected_ticks(stamps, interval)
     messages = missed = 0
     latencies: list[float] = []
+    spread: dict[float, float] = {}
+    first: dict[float, float] = {}
+    for r in reports:
+        for at, late in zip(r["window"], r["slowest"], strict=True):
+            spread[at] = max(spread.get(at, 0.0), late)
+        for at, early in zip(r["window"], r["fastest"], strict=True):
+            if early is not None:
+                first[at] = min(first.get(at, math.inf), early)
     for r in reports:
         for got in r["seen"]:
             messages += len(got)
@@ -372,6 +394,9 @@ def run_one(variant: str, n: int, *, payload_file: str, interval: float, duratio
         loop_user_us_per_msg=ww.loop_user / msgs * 1e6,
         p50_ms=_pct(latencies, 0.50), p99_ms=_pct(latencies, 0.99),
         max_ms=_pct(latencies, 1.0),
+        tick_spread_ms=[round(spread[at] * 1e3, 1) for at in sorted(spread)],
+        tick_first_ms=[round(first[at] * 1e3, 1) for at in sorted(first)],
+        loop_waited_ms_per_s=ww.loop_waited / duration * 1e3,
         rss_before_mb=rss_before / 2**20, rss_after_mb=rss_after / 2**20,
         kb_per_client=(rss_after - rss_before) / max(1, connected) / 1024,
         connect_cpu_s=cw.total,
@@ -468,6 +493,16 @@ def table(results: list[Result]) -> str:
                      f"messages, {r.live_during_connect:,} ticks to clients while connecting, "
                      f"idle server CPU {r.idle_cpu_pct:.1f}%, client processes "
                      f"{r.client_cpu_pct:.0f}% CPU each, load {r.load}")
+        if r.tick_spread_ms:
+            spread = sorted(r.tick_spread_ms)
+            extra.append(f"each tick's last delivery: median {spread[len(spread) // 2]:.0f} "
+                         f"ms, slowest {spread[-1]:.0f} ms "
+                         f"({', '.join(f'{x:.0f}' for x in r.tick_spread_ms)}); the loop "
+                         f"thread waited for its core {r.loop_waited_ms_per_s:.0f} ms per s")
+        if r.tick_first_ms:
+            first = sorted(r.tick_first_ms)
+            extra.append(f"each tick's first delivery: median {first[len(first) // 2]:.1f} "
+                         f"ms, slowest {first[-1]:.1f} ms")
         notes.append(f"- {r.variant}: " + "; ".join(extra))
     return "\n".join(lines + [""] + notes)
 

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import tornado.web
-from tornado.httputil import HTTPServerRequest
+from tornado import httputil
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
+from tornado.web import GZipContentEncoding
 
 from . import logs
 from .handlers import (
@@ -22,13 +24,15 @@ from .handlers import (
     PageHandler,
     PrometheusHandler,
     ServerContext,
+    StaticFast,
     StaticHandler,
     StreamHandler,
 )
 from .security import is_loopback_host
+from .static import StaticFiles
 
-__all__ = ["PING_INTERVAL", "PING_TIMEOUT", "Assets", "DashboardApp", "make_app", "routes",
-           "warn_if_exposed"]
+__all__ = ["HOSTS_REMEMBERED", "PING_INTERVAL", "PING_TIMEOUT", "Assets", "CompressDynamic",
+           "DashboardApp", "make_app", "routes", "warn_if_exposed"]
 
 log = logging.getLogger("hyperdash_otel.server")
 
@@ -82,15 +86,41 @@ def routes(ctx: ServerContext, assets: Assets) -> list[tuple[str, type, dict[str
         (r"/healthz", HealthHandler, c),
         (r"/ws", StreamHandler, c),
         (r"/static/vendor/(chart\.umd\.js)", StaticHandler,
-         {"ctx": ctx, "path": str(assets.chart_js.parent)}),
-        (r"/static/(.*)", StaticHandler, {"ctx": ctx, "path": str(assets.static)}),
+         {"ctx": ctx, "files": StaticFiles(str(assets.chart_js.parent))}),
+        (r"/static/(.*)", StaticHandler, {"ctx": ctx, "files": StaticFiles(str(assets.static))}),
     ]
+
+
+class CompressDynamic(GZipContentEncoding):
+    """Tornado's ``compress_response`` (gzip when the client accepts it), except for the
+    static files: they carry a gzip made once (:mod:`.static`), and a byte range or an
+    identity body of theirs must not be gzipped on the way out."""
+
+    def __init__(self, request: HTTPServerRequest) -> None:
+        super().__init__(request)
+        self._own = request.path.startswith("/static/")
+
+    def transform_first_chunk(self, status_code: int, headers: HTTPHeaders, chunk: bytes,
+                              finishing: bool) -> tuple[int, HTTPHeaders, bytes]:
+        if self._own:
+            return status_code, headers, chunk
+        return super().transform_first_chunk(status_code, headers, chunk, finishing)
+
+    def transform_chunk(self, chunk: bytes, finishing: bool) -> bytes:
+        if self._own:
+            return chunk
+        return super().transform_chunk(chunk, finishing)
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     """The access log line (see :func:`.logs.log_request`: no token, one line, refusals at
     INFO and rate-limited)."""
     logs.log_request(handler)
+
+
+HOSTS_REMEMBERED = 256
+"""``Host`` values whose allowlist answer :class:`DashboardApp` keeps (a bound, since
+any client can send any value)."""
 
 
 class DashboardApp(tornado.web.Application):
@@ -104,12 +134,29 @@ class DashboardApp(tornado.web.Application):
         super().__init__(*args, **kwargs)
         self.ctx = ctx
         self.logs = logs.ServerLogs()
+        self._hosts_seen: dict[str | None, bool] = {}
+        """The allowlist's answer per ``Host`` value (the policy never changes while the
+        server runs); at most :data:`HOSTS_REMEMBERED`, forgotten all at once when full."""
 
-    def find_handler(self, request: HTTPServerRequest, **kwargs: Any
-                     ) -> tornado.web._HandlerDelegate:
-        if not self.ctx.origins.hosts.allows(request.headers.get("Host")):
+    # Tornado's router takes any message delegate (Application types it narrower).
+    def find_handler(self, request: HTTPServerRequest, **kwargs: Any  # type: ignore[override]
+                     ) -> httputil.HTTPMessageDelegate:
+        host = request.headers.get("Host")
+        allowed = self._hosts_seen.get(host)
+        if allowed is None:
+            # Parsing the value costs more than the rest of this check, on every request
+            # and every WebSocket upgrade: a connect storm sends the same few values.
+            allowed = self.ctx.origins.hosts.allows(host)
+            if len(self._hosts_seen) >= HOSTS_REMEMBERED:
+                self._hosts_seen.clear()
+            self._hosts_seen[host] = allowed
+        if not allowed:
             return self.get_handler_delegate(request, MisdirectedHandler, {"ctx": self.ctx})
-        return super().find_handler(request, **kwargs)
+        found = super().find_handler(request, **kwargs)
+        if found.handler_class is StaticHandler:
+            # A cached file's 200/206/304 without a RequestHandler; the rest goes on to it.
+            return StaticFast(found, found.handler_kwargs["files"])
+        return found
 
 
 def warn_if_exposed(ctx: ServerContext, port: int) -> bool:
@@ -138,7 +185,7 @@ def make_app(
         routes(ctx, assets),
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
-        compress_response=True,
+        transforms=[CompressDynamic],
         websocket_ping_interval=ping_interval,
         websocket_ping_timeout=min(ping_timeout, ping_interval),
         websocket_max_message_size=MAX_INCOMING_MESSAGE,

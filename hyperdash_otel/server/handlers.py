@@ -27,14 +27,21 @@ try:  # SIOCOUTQ, for the keep-alive rounds; elsewhere every client is simply pi
 except ImportError:  # pragma: no cover (not POSIX)
     SIOCOUTQ = None
 from prometheus_client.exposition import choose_encoder
-from tornado.httputil import HTTPHeaders
+from tornado.httputil import (
+    HTTPHeaders,
+    HTTPMessageDelegate,
+    RequestStartLine,
+    ResponseStartLine,
+    format_timestamp,
+)
 from tornado.ioloop import IOLoop
 from tornado.iostream import StreamBufferFullError
-from tornado.web import HTTPError, RequestHandler, StaticFileHandler
+from tornado.web import HTTPError, RequestHandler
 
 from ..source import AmbiguousJobError
 from ..validation import rfc3339
 from .limits import RequestLimits
+from .logs import access_log
 from .logs import log_exception as _log_exception
 from .pool import Busy, Coalescing, Pool
 from .security import (
@@ -44,13 +51,26 @@ from .security import (
     OriginPolicy,
     basic_credentials,
     presented_token,
+    redact_token,
     token_matches,
 )
 from ._tornado_fast import Writes
+from .static import (
+    Asset,
+    ByteRange,
+    OutsideRoot,
+    StaticFiles,
+    accepts_gzip,
+    etag_matches,
+    modified_since,
+    parse_range,
+)
 from .stream import FanOut, Ticker
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
+
+    from tornado.web import _HandlerDelegate
 
     from ..source import Source
 
@@ -199,7 +219,10 @@ class _Common(RequestHandler):
     def refused_credentials(self) -> None:
         """Called before a 401; the stream counts it."""
 
-    async def prepare(self) -> None:
+    def prepare(self) -> Awaitable[None] | None:
+        """The rate limit, then the credentials. When this endpoint needs none (or none is
+        configured) it all happens here, with no coroutine for Tornado to run: a storm of
+        10,000 WebSocket upgrades pays for every object made per request."""
         limits = self.ctx.limits
         if limits is not None and self.rate_limited:
             refusal = limits.check(self.request.remote_ip or "")
@@ -207,6 +230,12 @@ class _Common(RequestHandler):
                 raise ApiError(429, f"{refusal.reason}; retry after "
                                f"{refusal.retry_after_header} s",
                                headers={"Retry-After": refusal.retry_after_header})
+        if not self.requires_auth or (not self.ctx.basic and not self._tokens()):
+            return None
+        return self._authenticate()
+
+    async def _authenticate(self) -> None:
+        limits = self.ctx.limits
         if not await self.authorized():
             if limits is not None:
                 limits.failed_auth(self.request.remote_ip or "")
@@ -260,7 +289,9 @@ class NotFoundHandler(_Common):
     SUPPORTED_METHODS = RequestHandler.SUPPORTED_METHODS
 
     async def prepare(self) -> None:
-        await super().prepare()
+        checking = super().prepare()
+        if checking is not None:
+            await checking
         raise ApiError(404, f"no such endpoint: {self.request.path}")
 
 
@@ -293,37 +324,170 @@ class PageHandler(_Common):
     head = get
 
 
-class StaticHandler(_Common, StaticFileHandler):
-    """``/static/*``: files only (a directory is a 404, never a listing).
+class StaticHandler(_Common):
+    """``/static/*``: files only (a directory is a 404, never a listing), from memory.
 
     Not behind the token: these are the package's own files, identical in every install,
-    and the browser fetches them without the page's ``?token=``.
+    and the browser fetches them without the page's ``?token=``. Each file's bytes and
+    gzip are built once (:class:`~.static.StaticFiles`, which also says how a changed file
+    is picked up and what bounds the memory); a request is answered with a strong ETag
+    per representation, ``304`` on ``If-None-Match`` (or ``If-Modified-Since``),
+    ``Vary: Accept-Encoding``, one byte range (``206``; several are answered with the
+    whole file; one past the end is a JSON ``416``), and ``HEAD``.
     """
 
     requires_auth = False
     rate_limited = False
 
-    def initialize(self, ctx: ServerContext, path: str) -> None:  # type: ignore[override]
+    def initialize(self, ctx: ServerContext, files: StaticFiles) -> None:  # type: ignore[override]
         self.ctx = ctx
-        StaticFileHandler.initialize(self, path)
+        self.files = files
 
-    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+    def prepare(self) -> None:
+        """Nothing to check: no credential, no rate limit (the Host rule ran already)."""
+
+    def get(self, path: str) -> None:
         try:
-            if Path(absolute_path).is_dir():
-                raise ApiError(404, "not found")
-            return super().validate_absolute_path(root, absolute_path)
-        except (ValueError, OSError):
-            # A NUL byte, a name too long for the file system: no such file, not a 500.
-            raise ApiError(404, "not found") from None
+            asset = self.files.get(path)
+        except OutsideRoot:
+            raise ApiError(403, "path outside the static directory") from None
+        except ValueError:  # a NUL byte: no file system takes it
+            asset = None
+        if asset is None:
+            raise ApiError(404, "not found")
+        answer = static_answer(asset, self.request.headers, self.request.method == "HEAD")
+        self.set_status(answer.status)
+        for name, value in answer.headers:
+            self.set_header(name, value)
+        if answer.body:
+            self.finish(answer.body)
+        else:
+            self.finish()
 
-    async def get(self, path: str, include_body: bool = True) -> None:
-        await super().get(path, include_body)
-        if self.get_status() == 416 and not self._finished:
-            # Tornado sets 416 and returns an empty text/plain body; the Content-Range it
-            # set (bytes */size) stays, the body becomes our JSON error.
-            self.set_header("Content-Type", JSON_TYPE)
-            self.finish(error_body(416, "range not satisfiable: "
-                                   f"the file has {self.get_content_size()} bytes"))
+    head = get
+
+
+@dataclass(frozen=True)
+class StaticAnswer:
+    """What a static file request is answered with: status, headers (beyond the security
+    headers every response carries) and body (empty for HEAD and 304)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def static_answer(asset: Asset, headers: HTTPHeaders, head: bool) -> StaticAnswer:
+    """The answer to a request for ``asset`` with these request headers: the encoding,
+    the validators (304), one byte range (206). Raises :class:`ApiError` 416 for a range
+    past the end."""
+    out = [("Cache-Control", "no-cache"),  # unversioned names: revalidate (304)
+           ("Last-Modified", asset.last_modified), ("Accept-Ranges", "bytes"),
+           ("Vary", "Accept-Encoding")]
+    wanted = headers.get("Range")
+    span = None
+    if wanted is not None:
+        if_range = headers.get("If-Range")
+        if if_range is None or if_range.strip() in (asset.etag, asset.last_modified):
+            span = parse_range(wanted, len(asset.body))
+    gzipped = (span is None and asset.gzipped is not None
+               and accepts_gzip(headers.get("Accept-Encoding")))
+    etag = asset.gzip_etag if gzipped else asset.etag
+    out.append(("Etag", etag))
+    if_none_match = headers.get("If-None-Match")
+    if if_none_match is not None:
+        fresh = etag_matches(if_none_match, (etag,))
+    else:
+        since = headers.get("If-Modified-Since")
+        fresh = since is not None and not modified_since(since, asset.mtime)
+    if fresh:
+        return StaticAnswer(304, out, b"")
+    out.append(("Content-Type", asset.content_type))
+    status = 200
+    if span is False:
+        size = len(asset.body)
+        raise ApiError(416, f"range not satisfiable: the file has {size} bytes",
+                       headers={"Content-Range": f"bytes */{size}"})
+    if isinstance(span, ByteRange):
+        status = 206
+        out.append(("Content-Range", f"bytes {span.start}-{span.end}/{len(asset.body)}"))
+        body = asset.body[span.start:span.end + 1]
+    elif gzipped:
+        assert asset.gzipped is not None
+        out.append(("Content-Encoding", "gzip"))
+        body = asset.gzipped
+    else:
+        body = asset.body
+    out.append(("Content-Length", str(len(body))))
+    return StaticAnswer(status, out, b"" if head else body)
+
+
+_REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified"}
+
+
+class StaticFast(HTTPMessageDelegate):
+    """A static file's usual answers (200, 206, 304, GET or HEAD) written straight to the
+    connection, below the ``RequestHandler`` layer; anything else (404, 403, 405, 416, an
+    undecodable path) goes on to :class:`StaticHandler` as Tornado would route it.
+
+    A ``RequestHandler`` costs about half a millisecond of Python per request (its set-up,
+    its coroutine, eleven ``set_header`` calls and their checks); a cached file's answer
+    needs none of it. The Host allowlist has already run (``DashboardApp.find_handler``);
+    the static files need no credential and are not rate-limited; the answer carries the
+    same security headers as every other response, and the same access-log line.
+    """
+
+    def __init__(self, fallback: _HandlerDelegate, files: StaticFiles) -> None:
+        self._fallback = fallback
+        self._files = files
+
+    def headers_received(self, start_line: RequestStartLine | ResponseStartLine,
+                         headers: HTTPHeaders) -> Awaitable[None] | None:
+        return self._fallback.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        return self._fallback.data_received(chunk)
+
+    def on_connection_close(self) -> None:
+        self._fallback.on_connection_close()
+
+    def finish(self) -> None:
+        if not self._answer():
+            self._fallback.finish()
+
+    def _answer(self) -> bool:
+        request = self._fallback.request
+        args = self._fallback.path_args
+        if request.method not in ("GET", "HEAD") or len(args) != 1:
+            return False
+        raw = args[0]
+        try:
+            path = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+            asset = self._files.get(path)
+            if asset is None:
+                return False
+            answer = static_answer(asset, request.headers, request.method == "HEAD")
+        except (ValueError, ApiError):  # not UTF-8, outside the root, NUL, 416: the handler's
+            return False
+        out = HTTPHeaders()
+        out["Date"] = format_timestamp(time.time())
+        for name, value in SECURITY_HEADERS:
+            out[name] = value
+        if request.protocol == "https":
+            out["Strict-Transport-Security"] = HSTS
+        for name, value in answer.headers:
+            out[name] = value
+        connection = request.connection
+        assert connection is not None
+        connection.write_headers(
+            ResponseStartLine("", answer.status, _REASONS[answer.status]), out,
+            answer.body or None)
+        connection.finish()
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info("%d %s %s (%s) %.2fms", answer.status, request.method,
+                            redact_token(request.uri or ""), request.remote_ip,
+                            1000.0 * request.request_time())
+        return True
 
 
 class MetricsApiHandler(_Common):
@@ -514,6 +678,21 @@ class StreamHandler(_Common, Writes):
         self.ctx.source.server_instruments.websocket_rejected.add(1, {"reason": reason})
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
+        # The checks run in a plain call: this coroutine stays suspended for the life of
+        # the connection, and whatever its frame holds (the request's headers) with it.
+        self._admit()
+        try:
+            # WebSocketHandler.get's own checks (Upgrade, Connection, the origin) were all
+            # made by _admit; its coroutine would stay suspended for the connection's life.
+            self.open_args, self.open_kwargs = args, kwargs
+            protocol = self.ws_connection = self.get_websocket_protocol()
+            assert protocol is not None  # version 13, checked by _admit
+            await protocol.accept_connection(self)
+        finally:
+            self._release()
+
+    def _admit(self) -> None:
+        """Every check of the handshake, then a claimed place (or an ApiError)."""
         ctx = self.ctx
         headers = self.request.headers
         if headers.get("Upgrade", "").lower() != "websocket":
@@ -547,10 +726,6 @@ class StreamHandler(_Common, Writes):
         if task is not None:
             ctx.tasks.add(task)
             task.add_done_callback(ctx.tasks.discard)
-        try:
-            await super().get(*args, **kwargs)
-        finally:
-            self._release()
 
     def check_origin_header(self, origin: str | None) -> bool:
         """The origin rule of :class:`~.security.OriginPolicy`: the page's own origin only
@@ -580,6 +755,14 @@ class StreamHandler(_Common, Writes):
         # set_header and friends now refuse to run); at about 1 KB they were the largest
         # thing this handler kept for the life of the connection.
         self._headers = HTTPHeaders()
+        # Nor are the request's headers, the template namespace or the spent HTTP/1.1
+        # connection: every object a connection keeps is one more the garbage collector
+        # walks on each full collection, and at 10,000 clients those walks are most of
+        # what a connect storm costs.
+        self.ui = None  # type: ignore[assignment]
+        self.request.headers = HTTPHeaders()
+        self.request.connection = None
+        self.request.server_connection = None  # (it keeps its finished serving task)
         fanout = self.ctx.fanout
         stream.max_write_buffer_size = fanout.history_bytes + WRITE_BUFFER_SLACK
         self.set_nodelay(True)
