@@ -37,7 +37,8 @@ TAKEN = "() => { const m = window.__mutations; window.__mutations = []; return m
 
 
 def job(n: int, progress: float = 10) -> JobInfo:
-    return JobInfo(id=f"job-{n:02d}", name=f"export-{n:02d}", status="running",
+    # Pending: a running job's duration would change every second, and with it its row.
+    return JobInfo(id=f"job-{n:02d}", name=f"export-{n:02d}", status="pending",
                    progress=progress, provider="aws", vm_name=f"vm-{n:02d}")
 
 
