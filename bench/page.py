@@ -68,8 +68,9 @@ def heap(cdp: Any, tries: int = 3) -> float:
     return least
 
 
-def snapshot(cdp: Any) -> Counter[str]:
-    """Bytes in a heap snapshot (taken after a GC) by node type: object, code, string, ..."""
+def snapshot(cdp: Any) -> Counter[tuple[str, str]]:
+    """Bytes in a heap snapshot (taken after a GC) by node type (object, native, code, ...)
+    and, for objects and native (Blink) nodes, constructor name."""
     chunks: list[str] = []
 
     def take(params: dict[str, Any]) -> None:
@@ -82,11 +83,14 @@ def snapshot(cdp: Any) -> Counter[str]:
         cdp.remove_listener("HeapProfiler.addHeapSnapshotChunk", take)
     snap = json.loads("".join(chunks))
     fields = snap["snapshot"]["meta"]["node_fields"]
-    kinds = snap["snapshot"]["meta"]["node_types"][0]
-    kind_at, size_at, nodes = fields.index("type"), fields.index("self_size"), snap["nodes"]
-    sizes: Counter[str] = Counter()
+    kinds, strings = snap["snapshot"]["meta"]["node_types"][0], snap["strings"]
+    kind_at, name_at = fields.index("type"), fields.index("name")
+    size_at, nodes = fields.index("self_size"), snap["nodes"]
+    sizes: Counter[tuple[str, str]] = Counter()
     for i in range(0, len(nodes), len(fields)):
-        sizes[kinds[nodes[i + kind_at]]] += nodes[i + size_at]
+        kind = kinds[nodes[i + kind_at]]
+        name = strings[nodes[i + name_at]] if kind in ("object", "native") else kind
+        sizes[(kind, name[:60])] += nodes[i + size_at]
     return sizes
 
 
@@ -281,10 +285,16 @@ def main(argv: list[str] | None = None) -> int:
           f"| {slope / 1024:+.0f} KiB per 1,000 messages "
           f"| {nodes[0]} to {nodes[-1]} (max {max(nodes)}) "
           f"| {listeners[0]} to {listeners[-1]} (max {max(listeners)}) |")
-    code = grown["code"]
+    group = Counter({"code": 0, "native": 0, "js": 0})
+    for (kind, _), size in grown.items():
+        group["code" if kind == "code" else "native" if kind == "native" else "js"] += size
+    top = ", ".join(f"{name} {size / 1024:+.0f}" for (_, name), size in grown.most_common(3)
+                    if size > 0)
     print(f"\nHeap snapshots at the start and end of those messages: "
-          f"{(sum(grown.values()) - code) / 1024:+.0f} KiB of objects, strings and arrays; "
-          f"{code / 1024:+.0f} KiB of compiled code (V8 optimising the hot functions).")
+          f"{group['js'] / 1024:+.0f} KiB of JS objects, strings and arrays; "
+          f"{group['native'] / 1024:+.0f} KiB of Blink's own (DOM, performance entries); "
+          f"{group['code'] / 1024:+.0f} KiB of compiled code (V8 optimising hot functions). "
+          f"Most grown: {top or 'nothing'} (KiB).")
     return 0
 
 
