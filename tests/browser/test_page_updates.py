@@ -140,3 +140,23 @@ def test_line_charts_equal_the_history_through_ticks_and_a_replay(ui, dash):
     for label, column in columns.items():
         assert got["lines"][label] == [[p[0], p[column]] for p in history], label
     assert got["lines"]["CPU (%)"][-1][1] == 45.5
+
+
+def test_a_chart_out_of_view_is_drawn_again_when_it_comes_back(dash, new_page, make_ui):
+    ui = make_ui(new_page(390, 844), dash)  # a phone: one or two charts on screen at a time
+    dash.update_job_metrics(3, 10, 1, 2, 0)
+    ui.open()
+    drawn_to = """() => { const c = Chart.getChart("chart-jobs-over-time");
+                        return [c.scales.x.max, c.options.scales.x.max]; }"""
+    same = f"() => {{ const [d, w] = ({drawn_to})(); return d === w; }}"
+    ui.page.evaluate("() => document.getElementById('chart-jobs-over-time').scrollIntoView()")
+    ui.page.wait_for_function(same)
+    ui.page.evaluate("() => window.scrollTo(0, document.documentElement.scrollHeight)")
+    ui.page.wait_for_function("""() => document.getElementById("chart-jobs-over-time")
+                                   .getBoundingClientRect().bottom < 0""")
+    ui.wait_ticks(3)
+    drawn, wanted = ui.page.evaluate(drawn_to)
+    assert drawn < wanted  # the points moved on; the chart out of view was not redrawn
+    assert ui.chart("chart-jobs-over-time")["datasets"][0]["data"][-1]["x"] == wanted
+    ui.page.evaluate("() => document.getElementById('chart-jobs-over-time').scrollIntoView()")
+    ui.page.wait_for_function(same)
