@@ -6,8 +6,9 @@
 // (`parts.shown`) and a cell is written only when its text or attribute would change, with
 // no read of the DOM: an unchanged write still costs a style invalidation, and a read
 // after a write forces a layout. Rows that change places are moved one by one, the fewest
-// moves that give the new order, so the rest of the table is neither re-inserted nor
-// repainted.
+// moves that give the new order, so the other rows are neither re-inserted nor rewritten.
+// (Chromium still lays out and repaints the whole table when any cell changes; see
+// bench/RESULTS.md, section 6.)
 //
 // Stalled jobs (no progress for the server's stall_after) come first, with a badge; the
 // rest keep the server's order, newest first.
