@@ -261,6 +261,10 @@ function providerSeries(stats) {
 // date but is not redrawn until it comes back: its update() is the page's largest cost.
 const offscreen = new Set();
 const stale = new Set();
+// Chart.js records each change to a data array it watches until its next update(); the
+// lines of a chart out of view get copies it does not watch (adopted on that update), so
+// nothing piles up however long the chart stays out of view.
+const unwatched = new Set();
 
 function watchVisibility(list) {
   if (typeof IntersectionObserver !== "function") return;
@@ -274,15 +278,20 @@ function watchVisibility(list) {
         continue;
       }
       offscreen.delete(chart);
-      if (stale.delete(chart)) chart.update("none");
+      if (stale.delete(chart)) update(chart);
     }
   });
   for (const canvas of byCanvas.keys()) observer.observe(canvas);
 }
 
+function update(chart) {
+  chart.update("none");
+  for (const dataset of chart.data.datasets) unwatched.delete(dataset);
+}
+
 function redraw(chart) {
   if (offscreen.has(chart)) stale.add(chart);
-  else chart.update("none");
+  else update(chart);
 }
 
 /**
@@ -323,6 +332,10 @@ export function syncSeries(data, points, key) {
 function syncChart(chart) {
   let changedAny = false;
   for (const dataset of chart.data.datasets) {
+    if (offscreen.has(chart) && !unwatched.has(dataset)) {
+      dataset.data = dataset.data.slice();
+      unwatched.add(dataset);
+    }
     if (syncSeries(dataset.data, history.points, dataset.field)) changedAny = true;
   }
   if (!changedAny) return;
