@@ -291,3 +291,32 @@ def test_silent_socket_is_replaced(module_page):
 )
 def test_format_eta(module_page, seconds, shown):
     assert call(module_page, "format.formatEta", seconds) == shown
+
+
+def test_sync_series_changes_only_what_differs(module_page):
+    got = module_page.evaluate("""async () => {
+      const { syncSeries } = await import("/static/js/charts.js");
+      const pt = (t, v) => ({ t, v });
+      const data = [];
+      const steps = [];
+      const step = (points) => {
+        const before = data.slice();
+        const changed = syncSeries(data, points, "v");
+        steps.push({ changed, data: data.map((p) => [p.x, p.y]),
+                     kept: data.filter((p) => before.includes(p)).length });
+      };
+      step([pt(1, 10), pt(2, 20), pt(3, 30)]);          // filled
+      step([pt(1, 10), pt(2, 20), pt(3, 30)]);          // nothing new
+      step([pt(2, 20), pt(3, 30), pt(4, 40)]);          // one out, one in
+      step([pt(2, 20), pt(3, 31), pt(4, 40)]);          // a value changed
+      step([pt(2, 20), pt(2.5, 25), pt(3, 31), pt(4, 40)]);  // a gap filled by a replay
+      step([]);                                          // cleared
+      return steps;
+    }""")
+    assert [s["changed"] for s in got] == [True, False, True, True, True, True]
+    assert got[0]["data"] == [[1, 10], [2, 20], [3, 30]]
+    assert got[2] == {"changed": True, "data": [[2, 20], [3, 30], [4, 40]], "kept": 2}
+    assert got[3] == {"changed": True, "data": [[2, 20], [3, 31], [4, 40]], "kept": 3}
+    assert got[4] == {"changed": True, "data": [[2, 20], [2.5, 25], [3, 31], [4, 40]],
+                      "kept": 3}
+    assert got[5]["data"] == []

@@ -32,7 +32,11 @@ export function updateCards(metrics) {
     const value = toNumber(metrics[field]);
     const formatter = Object.hasOwn(FORMATS, format) ? FORMATS[format] : FORMATS.plain;
     setText(element, formatter(value) + (suffix ?? ""));
-    if (element.dataset.value !== undefined) element.dataset.value = String(value);
+    // Only a changed attribute is written: an unchanged write still invalidates style.
+    const raw = String(value);
+    if (element.dataset.value !== undefined && element.dataset.value !== raw) {
+      element.dataset.value = raw;
+    }
   }
   for (const card of document.querySelectorAll(".cards [data-alarm-field]")) {
     card.classList.toggle("card-alarm", toNumber(metrics[card.dataset.alarmField]) > 0);

@@ -41,29 +41,29 @@ export function updateDashboard(metrics) {
 }
 
 // Messages are rendered once per animation frame: a history replay of 50 messages on
-// connect adds 50 chart points but draws the page once, with the newest message.
-const MAX_PENDING = 200;
-const pending = [];
+// connect adds 50 chart points but draws the page once, with the newest message. A message
+// superseded before its frame only adds its chart point, so one message is held, however
+// long the tab stays hidden (no frames, hence no drawing, while it is).
+let latest = null;
 let frame = 0;
 let received = 0;
 
 function flush() {
   frame = 0;
-  const batch = pending.splice(0, pending.length);
-  if (batch.length === 0) return;
-  for (let i = 0; i < batch.length - 1; i += 1) recordHistory(batch[i]);
-  const latest = batch[batch.length - 1];
-  updateDashboard(latest);
+  if (latest === null) return;
+  const metrics = latest;
+  latest = null;
+  updateDashboard(metrics);
   // What is on the page now, for tests to wait on instead of sleeping: how many messages,
   // and the server time of the newest (ms).
   document.body.dataset.messages = String(received);
-  document.body.dataset.timestamp = String(Date.parse(latest.timestamp) || 0);
+  document.body.dataset.timestamp = String(Date.parse(metrics.timestamp) || 0);
 }
 
 function receive(metrics) {
   received += 1;
-  pending.push(metrics);
-  if (pending.length > MAX_PENDING) pending.splice(0, pending.length - MAX_PENDING);
+  if (latest !== null) recordHistory(latest);
+  latest = metrics;
   if (frame === 0) frame = requestAnimationFrame(flush);
 }
 
@@ -71,7 +71,12 @@ const connection = new Connection({
   url: socketUrl(window.location.href),
   onMessage: receive,
   onState: showConnection,
-  onNewRun: () => history.newRun(),
+  onNewRun: () => {
+    // The held message belongs to the old run: its point goes in before seq starts again.
+    if (latest !== null) recordHistory(latest);
+    latest = null;
+    history.newRun();
+  },
 });
 
 // With `?token=` in the page URL, links to the token-protected endpoints carry it too.
