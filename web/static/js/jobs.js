@@ -36,6 +36,7 @@ function createRow(id) {
   tr.dataset.testid = "job-row";
 
   const idCell = cell(tr, "col-id");
+  const instance = cell(tr, "col-instance"); // the fleet's; hidden by CSS otherwise
   const nameCell = cell(tr, "col-name");
   const name = document.createElement("span");
   name.className = "job-name";
@@ -77,7 +78,8 @@ function createRow(id) {
   startCell.append(start);
 
   return {
-    tr, idCell, name, error, badge, stall, bar, fill, percent, eta, provider, vm, duration, start,
+    tr, idCell, instance, name, error, badge, stall, bar, fill, percent, eta, provider, vm,
+    duration, start,
   };
 }
 
@@ -87,6 +89,7 @@ function setText(element, value) {
 
 function fillRow(parts, job) {
   setText(parts.idCell, text(job.id));
+  setText(parts.instance, text(job.instance));
   setText(parts.name, text(job.name));
   const error = text(job.error_msg);
   setText(parts.error, error);
@@ -170,16 +173,20 @@ export function updateJobsTable(jobs) {
   const list = Array.isArray(jobs) ? jobs : [];
   const seen = new Set();
   const ordered = [];
+  let fleet = false;
   for (const job of list) {
     if (ordered.length >= MAX_ROWS) break;
     if (!job || typeof job !== "object") continue;
     const id = text(job.id);
-    if (seen.has(id)) continue; // a duplicate id would fight over one row
-    seen.add(id);
-    let parts = rows.get(id);
+    // A fleet's job ids are unique per instance only.
+    const key = job.instance === undefined ? id : `${text(job.instance)}\u0000${id}`;
+    if (job.instance !== undefined) fleet = true;
+    if (seen.has(key)) continue; // a duplicate id would fight over one row
+    seen.add(key);
+    let parts = rows.get(key);
     if (!parts) {
       parts = createRow(id);
-      rows.set(id, parts);
+      rows.set(key, parts);
     }
     fillRow(parts, job);
     ordered.push(parts.tr);
@@ -201,6 +208,8 @@ export function updateJobsTable(jobs) {
     current.length === ordered.length && ordered.every((tr, i) => current[i] === tr);
   if (!sameOrder) body.replaceChildren(...ordered);
 
+  const table = document.getElementById("jobs-table");
+  if (table) table.dataset.instances = String(fleet);
   const empty = document.getElementById("jobs-empty");
   if (empty) empty.hidden = ordered.length > 0;
   const count = document.getElementById("jobs-count");
