@@ -139,7 +139,7 @@ export function updateFleetStatus(fleet) {
   if (prom) {
     prom.hidden = !promDown;
     setText(prom, promDown
-      ? `Prometheus unreachable${error}. Figures are the last known; retrying every tick.`
+      ? `Prometheus unreachable${error}. Fleet figures may be stale; retrying.`
       : "");
   }
   const am = document.getElementById("fleet-alertmanager");
