@@ -1,0 +1,374 @@
+"""The fleet's tick cost at 3, 30 and 300 instances, behind one real Prometheus.
+
+For each size N: one process of simulated instances (``bench/_fleet_targets.py``: a real
+Dashboard's ``/metrics``, varied per instance and over time, plus ``/api/jobs`` and
+``/api/metrics``), one real ``prometheus`` (Debian's) scraping all of them every
+``--scrape`` seconds with the bundled alert rules, and then, once every target is up:
+
+* **Prometheus**: its CPU and the targets process's CPU over the window, the mean and
+  highest scrape duration, and how many targets are up (a size that Prometheus cannot
+  scrape within the interval shows here first);
+* **queries**: wall time of one round of the fleet's instant queries, and of the targets
+  API call that finds the instances;
+* **instances**: wall time to fetch every live instance's ``/api/jobs`` and
+  ``/api/metrics`` concurrently (bounded concurrency, timeout);
+* **fleet tick**: ``FleetSource.snapshot()`` once per second, as the fleet's ticker calls
+  it: median and p95 wall time, and this process's CPU per tick (it runs nothing else).
+
+Until ``hyperdash_otel.fleet`` is there, the queries and the fetch are this file's stand-ins
+(what one tick has to ask) and the fleet-tick row says it was not measured.
+
+Run ``python -m bench fleet`` (sizes 3, 30, 300) or
+``python -m bench fleet --sizes 3,30 --window 10 --scrape 1``. Loopback only; every wait
+has a deadline; every process started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parents[1]
+RULES = REPO / "grafana" / "prometheus" / "alerts.yml"
+JOB = "hyperdash"
+SIZES = (3, 30, 300)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+START_TIMEOUT = 90.0
+"""Seconds for the targets to listen and for Prometheus to be ready."""
+UP_TIMEOUT = 60.0
+"""Seconds for every target to be scraped up once Prometheus is ready."""
+FETCH_CONCURRENCY = 16
+FETCH_TIMEOUT = 2.0
+SELECTOR = f'job="{JOB}"'
+
+# What one fleet tick asks Prometheus (the stand-in until FleetSource is merged): the summed
+# figures, the providers, and one vector with each instance's row.
+QUERIES = {
+    "totals": (
+        "sum by (__name__) ({" + SELECTOR + ", __name__=~\"hyperdash_jobs_active|"
+        "hyperdash_jobs_pending|hyperdash_queue_length|hyperdash_jobs_completed_total|"
+        "hyperdash_jobs_failed_total|hyperdash_http_requests_total|"
+        "hyperdash_http_errors_total|hyperdash_process_memory_usage_bytes|"
+        "hyperdash_process_threads|hyperdash_websocket_connections\"})"
+    ),
+    "worst": (
+        "max by (__name__) ({" + SELECTOR + ", __name__=~\"hyperdash_process_cpu_utilization"
+        "_percent|hyperdash_http_response_time_seconds\"})"
+    ),
+    "providers": f"sum by (provider) (hyperdash_provider_jobs_total{{{SELECTOR}}})",
+    "instances": (
+        "{" + SELECTOR + ", __name__=~\"up|hyperdash_jobs_active|hyperdash_queue_length\"}"
+        " or (hyperdash_system_health{" + SELECTOR + "} == 1)"
+        f" or increase(hyperdash_jobs_failed_total{{{SELECTOR}}}[5m])"
+        f" or (time() - timestamp(up{{{SELECTOR}}}))"
+    ),
+}
+
+
+# -- processes ------------------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (from /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@dataclass
+class Targets:
+    proc: subprocess.Popen[str]
+    ports: list[int]
+    exposition_bytes: int
+
+    @property
+    def instances(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port in self.ports]
+
+
+def start_targets(count: int) -> Targets:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench._fleet_targets", str(count)],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    # The first line says the endpoints listen; a deadline in case it never comes.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            line = pool.submit(proc.stdout.readline).result(timeout=START_TIMEOUT)
+        except concurrent.futures.TimeoutError as exc:
+            stop(proc)
+            raise RuntimeError(
+                f"{count} targets did not start within {START_TIMEOUT:g} s") from exc
+    if not line:
+        stop(proc)
+        raise RuntimeError(f"the targets process exited with {proc.wait()}")
+    ready = json.loads(line)
+    return Targets(proc, ready["ports"], ready["exposition_bytes"])
+
+
+class Prometheus:
+    """A real prometheus on 127.0.0.1 scraping ``targets``, with the bundled rules."""
+
+    def __init__(self, binary: str, targets: list[str], scrape: float, tmp: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        interval = f"{scrape:g}s"
+        config = {
+            "global": {"scrape_interval": interval, "scrape_timeout": interval,
+                       "evaluation_interval": interval},
+            "rule_files": [str(RULES)],
+            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": targets}]}],
+        }
+        path = tmp / "prometheus.yml"
+        path.write_text(json.dumps(config))  # JSON is YAML
+        self.log_path = tmp / "prometheus.log"
+        self.log: IO[bytes] = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={path}", f"--storage.tsdb.path={tmp / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=tmp,
+        )
+
+    def get(self, path: str, **params: str) -> Any:
+        url = self.base + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
+            body = json.load(response)
+        if body.get("status") != "success":
+            raise RuntimeError(f"{path}: {body}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.get("/api/v1/query", query=expr)["result"]
+        return result
+
+    def scalar(self, expr: str) -> float | None:
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if result else None
+
+    def wait(self, what: str, check: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if check():
+                    return
+            except (OSError, RuntimeError, ValueError):
+                pass  # not ready yet
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not within {timeout:g} s")
+            time.sleep(0.2)  # polling Prometheus against the deadline above
+
+    def close(self) -> None:
+        stop(self.proc)
+        self.log.close()
+
+
+# -- the fleet's side -----------------------------------------------------------------------
+
+def query_round(prom: Prometheus) -> float:
+    """Seconds for one tick's instant queries, one after another."""
+    start = time.perf_counter()
+    for expr in QUERIES.values():
+        prom.query(expr)
+    return time.perf_counter() - start
+
+
+def targets_call(prom: Prometheus) -> float:
+    start = time.perf_counter()
+    prom.get("/api/v1/targets", state="active")
+    return time.perf_counter() - start
+
+
+def _fetch(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as response:  # noqa: S310
+        return len(response.read())
+
+
+def fetch_round(pool: concurrent.futures.Executor, instances: list[str]) -> tuple[float, int]:
+    """Seconds to fetch every instance's jobs and alerts, at most FETCH_CONCURRENCY at once;
+    and how many fetches failed."""
+    urls = [f"http://{i}{path}" for i in instances for path in ("/api/jobs", "/api/metrics")]
+    start = time.perf_counter()
+    failed = 0
+    for future in [pool.submit(_fetch, url) for url in urls]:
+        try:
+            future.result()
+        except OSError:
+            failed += 1
+    return time.perf_counter() - start, failed
+
+
+def fleet_source(prom: Prometheus) -> Any | None:
+    """A FleetSource over ``prom``, or None while the fleet package is not there."""
+    try:
+        from hyperdash_otel.fleet.source import FleetSource  # noqa: F401
+    except ImportError:
+        return None
+    return make_fleet_source(prom.base)
+
+
+def make_fleet_source(prometheus_url: str) -> Any:
+    """Build the fleet source the way ``hyperdash fleet`` does (see its CLI)."""
+    raise NotImplementedError("wired up once hyperdash_otel.fleet is merged")
+
+
+# -- one size -------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    size: int
+    up: int = 0
+    scrape_mean: float = 0.0
+    scrape_max: float = 0.0
+    prometheus_cpu: float = 0.0
+    """Cores (CPU seconds per second) over the window."""
+    targets_cpu: float = 0.0
+    queries: list[float] = field(default_factory=list)
+    targets_api: list[float] = field(default_factory=list)
+    fetches: list[float] = field(default_factory=list)
+    fetch_failures: int = 0
+    ticks: list[float] = field(default_factory=list)
+    tick_cpus: list[float] = field(default_factory=list)
+    """This process's CPU seconds over each fleet tick."""
+    note: str = ""
+
+
+def median_ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1e3:.1f}" if values else "-"
+
+
+def p95_ms(values: list[float]) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    return f"{ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] * 1e3:.1f}"
+
+
+def measure(size: int, binary: str, scrape: float, window: float) -> Result:
+    result = Result(size)
+    targets = start_targets(size)
+    tmp = Path(tempfile.mkdtemp(prefix="hyperdash-bench-fleet-"))
+    prom: Prometheus | None = None
+    try:
+        prom = Prometheus(binary, targets.instances, scrape, tmp)
+        prom.wait("prometheus ready", lambda: urllib.request.urlopen(  # noqa: S310
+            prom.base + "/-/ready", timeout=2).status == 200, START_TIMEOUT)
+        try:
+            prom.wait(f"all {size} targets up", lambda: prom.scalar(
+                f"count(up{{{SELECTOR}}} == 1)") == size, UP_TIMEOUT)
+        except TimeoutError as exc:
+            result.note = str(exc)
+        # A few scrapes in, so that increase() over 5m has more than one sample.
+        time.sleep(3 * scrape)  # settling time before the window, not synchronisation
+        source = fleet_source(prom)
+        if source is None:
+            result.note = result.note or "FleetSource not available: stand-in queries only"
+        prom_cpu, targets_cpu = cpu_seconds(prom.proc.pid), cpu_seconds(targets.proc.pid)
+        began = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(FETCH_CONCURRENCY) as pool:
+            due = began
+            while time.monotonic() - began < window:
+                due += 1.0  # one tick a second, as the fleet's default update_interval
+                if source is not None:
+                    # Nothing else runs in this process meanwhile (the pool is idle), so
+                    # the process's CPU over the call is the tick's, its threads included.
+                    cpu, start = time.process_time(), time.perf_counter()
+                    source.snapshot()
+                    result.ticks.append(time.perf_counter() - start)
+                    result.tick_cpus.append(time.process_time() - cpu)
+                result.queries.append(query_round(prom))
+                result.targets_api.append(targets_call(prom))
+                seconds, failed = fetch_round(pool, targets.instances)
+                result.fetches.append(seconds)
+                result.fetch_failures += failed
+                time.sleep(max(0.0, due - time.monotonic()))  # the tick grid
+        elapsed = time.monotonic() - began
+        result.prometheus_cpu = (cpu_seconds(prom.proc.pid) - prom_cpu) / elapsed
+        result.targets_cpu = (cpu_seconds(targets.proc.pid) - targets_cpu) / elapsed
+        result.up = int(prom.scalar(f"count(up{{{SELECTOR}}} == 1)") or 0)
+        result.scrape_mean = prom.scalar(f"avg(scrape_duration_seconds{{{SELECTOR}}})") or 0.0
+        result.scrape_max = prom.scalar(
+            f"max(max_over_time(scrape_duration_seconds{{{SELECTOR}}}[{int(window)}s]))") or 0.0
+    finally:
+        if prom is not None:
+            prom.close()
+        stop(targets.proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def report(results: list[Result], scrape: float, window: float) -> None:
+    print(f"\n## Fleet: N simulated instances behind one Prometheus "
+          f"(scrape {scrape:g} s, {window:g} s window, one tick a second)\n")
+    print("| instances | up | scrape mean / max | Prometheus CPU | targets CPU | "
+          "queries (median / p95) | targets API | instances fetch (median / p95) | "
+          "fleet snapshot (median / p95) | fleet CPU per tick |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        tick_cpu = f"{median_ms(r.tick_cpus)} ms" if r.tick_cpus else "-"
+        print(f"| {r.size} | {r.up} | {r.scrape_mean * 1e3:.1f} / {r.scrape_max * 1e3:.1f} ms "
+              f"| {r.prometheus_cpu:.2f} cores | {r.targets_cpu:.2f} cores "
+              f"| {median_ms(r.queries)} / {p95_ms(r.queries)} ms "
+              f"| {median_ms(r.targets_api)} ms "
+              f"| {median_ms(r.fetches)} / {p95_ms(r.fetches)} ms "
+              f"({r.fetch_failures} failed) "
+              f"| {median_ms(r.ticks)} / {p95_ms(r.ticks)} ms | {tick_cpu} |")
+    notes = [f"- {r.size}: {r.note}" for r in results if r.note]
+    if notes:
+        print("\n" + "\n".join(notes))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench fleet")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                        help="instance counts, comma-separated (default 3,30,300)")
+    parser.add_argument("--scrape", type=float, default=1.0, help="scrape interval, seconds")
+    parser.add_argument("--window", type=float, default=20.0, help="seconds measured per size")
+    args = parser.parse_args(argv)
+    binary = shutil.which("prometheus")
+    if binary is None:
+        print("fleet: `prometheus` is not on PATH (make system-deps)", file=sys.stderr)
+        return 1
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    results = []
+    for size in sizes:
+        print(f"fleet: {size} instances ...", file=sys.stderr, flush=True)
+        results.append(measure(size, binary, args.scrape, args.window))
+    report(results, args.scrape, args.window)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
