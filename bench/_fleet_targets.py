@@ -29,7 +29,6 @@ import math
 import re
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -230,9 +229,8 @@ async def serve(count: int, seed: int) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     # The parent holds our stdin: when it goes away (EOF) without a SIGTERM, so do we.
-    threading.Thread(target=lambda: (sys.stdin.buffer.read(1),
-                                     loop.call_soon_threadsafe(stop.set)),
-                     daemon=True).start()
+    with contextlib.suppress(ValueError, OSError, NotImplementedError):
+        loop.add_reader(sys.stdin.fileno(), stop.set)
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(stop.wait(), LIFETIME)
     for server in servers:
