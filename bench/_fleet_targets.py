@@ -66,16 +66,19 @@ def capture(seed: int) -> Template:
             apply_step(dash, step, sim_clock(datetime.now(timezone.utc), sim.now, 1.0))
         dash.start_in_thread()
         deadline = time.monotonic() + 10.0
-        text = dash.metrics_text()
-        # Ticks fill the server's own series (tick histogram, connections) as in production.
-        while "hyperdash_tick_duration_seconds_bucket" not in text:
-            if time.monotonic() > deadline:
-                break
+        # Ticks fill the server's own series (the tick histogram) as in production.
+        while ticks(text := dash.metrics_text()) < 5 and time.monotonic() < deadline:
             time.sleep(0.05)  # polling the dashboard's first ticks, bounded above
-            text = dash.metrics_text()
         return Template(text, dash.jobs(), dash.snapshot())
     finally:
         dash.close()
+
+
+def ticks(text: str) -> float:
+    """The tick histogram's count in an exposition (0 before the first tick)."""
+    match = re.search(r"^hyperdash_tick_duration_seconds_count(?:\{.*\})? (\S+)$", text,
+                      re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
 
 
 class Exposition:

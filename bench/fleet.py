@@ -71,11 +71,11 @@ QUERIES = {
     ),
     "providers": f"sum by (provider) (hyperdash_provider_jobs_total{{{SELECTOR}}})",
     "instances": (
-        "{" + SELECTOR + ", __name__=~\"up|hyperdash_jobs_active|hyperdash_queue_length\"}"
-        " or (hyperdash_system_health{" + SELECTOR + "} == 1)"
-        f" or increase(hyperdash_jobs_failed_total{{{SELECTOR}}}[5m])"
-        f" or (time() - timestamp(up{{{SELECTOR}}}))"
+        "{" + SELECTOR + ", __name__=~\"up|hyperdash_jobs_active|hyperdash_queue_length|"
+        "hyperdash_system_health\"}"
     ),
+    "failed_5m": f"increase(hyperdash_jobs_failed_total{{{SELECTOR}}}[5m])",
+    "scrape_age": f"time() - timestamp(up{{{SELECTOR}}})",
 }
 
 
@@ -96,6 +96,7 @@ def free_port() -> int:
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:
+    """Terminate (then kill) ``proc`` and close its pipes."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -103,6 +104,9 @@ def stop(proc: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 @dataclass
@@ -167,6 +171,10 @@ class Prometheus:
         if body.get("status") != "success":
             raise RuntimeError(f"{path}: {body}")
         return body["data"]
+
+    def ready(self) -> bool:
+        with urllib.request.urlopen(self.base + "/-/ready", timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.get("/api/v1/query", query=expr)["result"]
@@ -259,6 +267,9 @@ class Result:
     targets_api: list[float] = field(default_factory=list)
     fetches: list[float] = field(default_factory=list)
     fetch_failures: int = 0
+    answers: dict[str, int] = field(default_factory=dict)
+    """Series each stand-in query returned at the end (a query that finds nothing is
+    measuring nothing)."""
     ticks: list[float] = field(default_factory=list)
     tick_cpus: list[float] = field(default_factory=list)
     """This process's CPU seconds over each fleet tick."""
@@ -283,8 +294,7 @@ def measure(size: int, binary: str, scrape: float, window: float) -> Result:
     prom: Prometheus | None = None
     try:
         prom = Prometheus(binary, targets.instances, scrape, tmp)
-        prom.wait("prometheus ready", lambda: urllib.request.urlopen(  # noqa: S310
-            prom.base + "/-/ready", timeout=2).status == 200, START_TIMEOUT)
+        prom.wait("prometheus ready", prom.ready, START_TIMEOUT)
         try:
             prom.wait(f"all {size} targets up", lambda: prom.scalar(
                 f"count(up{{{SELECTOR}}} == 1)") == size, UP_TIMEOUT)
@@ -317,6 +327,7 @@ def measure(size: int, binary: str, scrape: float, window: float) -> Result:
         elapsed = time.monotonic() - began
         result.prometheus_cpu = (cpu_seconds(prom.proc.pid) - prom_cpu) / elapsed
         result.targets_cpu = (cpu_seconds(targets.proc.pid) - targets_cpu) / elapsed
+        result.answers = {name: len(prom.query(expr)) for name, expr in QUERIES.items()}
         result.up = int(prom.scalar(f"count(up{{{SELECTOR}}} == 1)") or 0)
         result.scrape_mean = prom.scalar(f"avg(scrape_duration_seconds{{{SELECTOR}}})") or 0.0
         result.scrape_max = prom.scalar(
