@@ -13,7 +13,11 @@ Dashboard's ``/metrics``, varied per instance and over time, plus ``/api/jobs`` 
 * **instances**: wall time to fetch every live instance's ``/api/jobs`` and
   ``/api/metrics`` concurrently (bounded concurrency, timeout);
 * **fleet tick**: ``FleetSource.snapshot()`` once per second, as the fleet's ticker calls
-  it: median and p95 wall time, and this process's CPU per tick (it runs nothing else).
+  it: median and p95 wall time, and this process's CPU over each call (nothing else runs
+  in it meanwhile);
+* **fleet process**: a real ``hyperdash fleet`` serving the same fleet, ticking once a
+  second, alone: its mean tick (from its own ``hyperdash_tick_duration_seconds``), its CPU
+  per tick (``/proc``) and the size of its message.
 
 Until ``hyperdash_otel.fleet`` is there, the queries and the fetch are this file's stand-ins
 (what one tick has to ask) and the fleet-tick row says it was not measured.
@@ -252,6 +256,59 @@ def make_fleet_source(prometheus_url: str) -> Any:
     raise NotImplementedError("wired up once hyperdash_otel.fleet is merged")
 
 
+def fleet_cli() -> bool:
+    """Whether this tree has the ``hyperdash fleet`` command."""
+    probe = subprocess.run([sys.executable, "-m", "hyperdash_otel", "fleet", "--help"],
+                           capture_output=True, timeout=60, check=False)
+    return probe.returncode == 0
+
+
+class FleetProcess:
+    """A real ``hyperdash fleet`` against ``prometheus``, ticking once a second."""
+
+    def __init__(self, prometheus: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hyperdash_otel", "fleet", "--prometheus", prometheus,
+             "--host", "127.0.0.1", "--port", str(self.port), "--interval", "1"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hyperdash fleet exited with {self.proc.returncode}")
+            try:
+                self.get("/healthz")
+                return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("hyperdash fleet did not answer /healthz")
+            time.sleep(0.2)  # polling against the deadline above
+
+    def get(self, path: str) -> bytes:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
+            body: bytes = response.read()
+            return body
+
+    def ticks(self) -> tuple[float, float]:
+        """(count, sum in seconds) of its tick-duration histogram, from its /metrics."""
+        count = total = 0.0
+        for line in self.get("/metrics").decode().splitlines():
+            if line.startswith("hyperdash_tick_duration_seconds_count"):
+                count += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("hyperdash_tick_duration_seconds_sum"):
+                total += float(line.rsplit(" ", 1)[1])
+        return count, total
+
+    def close(self) -> None:
+        stop(self.proc)
+
+
 # -- one size -------------------------------------------------------------------------------
 
 @dataclass
@@ -267,6 +324,11 @@ class Result:
     targets_api: list[float] = field(default_factory=list)
     fetches: list[float] = field(default_factory=list)
     fetch_failures: int = 0
+    process_cpu: float | None = None
+    """CPU seconds per tick of a real ``hyperdash fleet`` process."""
+    process_tick: float | None = None
+    """Mean seconds per tick in that process (its own tick-duration histogram)."""
+    message_bytes: int = 0
     answers: dict[str, int] = field(default_factory=dict)
     """Series each stand-in query returned at the end (a query that finds nothing is
     measuring nothing)."""
@@ -287,7 +349,27 @@ def p95_ms(values: list[float]) -> str:
     return f"{ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] * 1e3:.1f}"
 
 
-def measure(size: int, binary: str, scrape: float, window: float) -> Result:
+def process_window(result: Result, prom: Prometheus, window: float) -> None:
+    """A real ``hyperdash fleet`` ticking once a second for ``window`` seconds, alone."""
+    fleet = FleetProcess(prom.base)
+    try:
+        fleet.wait_ready()
+        time.sleep(3.0)  # its first ticks (and first instance fetches) before the window
+        count, total = fleet.ticks()
+        cpu = cpu_seconds(fleet.proc.pid)
+        time.sleep(window)  # the window itself: the process ticks on its own meanwhile
+        ticks, tick_sum = fleet.ticks()
+        used = cpu_seconds(fleet.proc.pid) - cpu
+        if ticks > count:
+            result.process_cpu = used / (ticks - count)
+            result.process_tick = (tick_sum - total) / (ticks - count)
+        result.message_bytes = len(fleet.get("/api/metrics"))
+    finally:
+        fleet.close()
+
+
+def measure(size: int, binary: str, scrape: float, window: float,
+            with_process: bool = False) -> Result:
     result = Result(size)
     targets = start_targets(size)
     tmp = Path(tempfile.mkdtemp(prefix="hyperdash-bench-fleet-"))
@@ -305,6 +387,8 @@ def measure(size: int, binary: str, scrape: float, window: float) -> Result:
         source = fleet_source(prom)
         if source is None:
             result.note = result.note or "FleetSource not available: stand-in queries only"
+        if with_process:
+            process_window(result, prom, window)
         prom_cpu, targets_cpu = cpu_seconds(prom.proc.pid), cpu_seconds(targets.proc.pid)
         began = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(FETCH_CONCURRENCY) as pool:
@@ -345,7 +429,7 @@ def report(results: list[Result], scrape: float, window: float) -> None:
           f"(scrape {scrape:g} s, {window:g} s window, one tick a second)\n")
     print("| instances | up | scrape mean / max | Prometheus CPU | targets CPU | "
           "queries (median / p95) | targets API | instances fetch (median / p95) | "
-          "fleet snapshot (median / p95) | fleet CPU per tick |")
+          "snapshot() (median / p95) | CPU per snapshot() |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         tick_cpu = f"{median_ms(r.tick_cpus)} ms" if r.tick_cpus else "-"
@@ -356,6 +440,17 @@ def report(results: list[Result], scrape: float, window: float) -> None:
               f"| {median_ms(r.fetches)} / {p95_ms(r.fetches)} ms "
               f"({r.fetch_failures} failed) "
               f"| {median_ms(r.ticks)} / {p95_ms(r.ticks)} ms | {tick_cpu} |")
+    if any(r.process_tick is not None for r in results):
+        print("\nA real `hyperdash fleet` process over the same window "
+              "(its own tick histogram and /proc):\n")
+        print("| instances | tick (mean) | CPU per tick | CPU (cores) | message |")
+        print("|---|---|---|---|---|")
+        for r in results:
+            if r.process_tick is None or r.process_cpu is None:
+                print(f"| {r.size} | - | - | - | - |")
+                continue
+            print(f"| {r.size} | {r.process_tick * 1e3:.1f} ms | {r.process_cpu * 1e3:.1f} ms "
+                  f"| {r.process_cpu:.2f} | {r.message_bytes / 1024:.1f} KiB |")
     notes = [f"- {r.size}: {r.note}" for r in results if r.note]
     if notes:
         print("\n" + "\n".join(notes))
@@ -373,10 +468,11 @@ def main(argv: list[str] | None = None) -> int:
         print("fleet: `prometheus` is not on PATH (make system-deps)", file=sys.stderr)
         return 1
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    with_process = fleet_cli()
     results = []
     for size in sizes:
         print(f"fleet: {size} instances ...", file=sys.stderr, flush=True)
-        results.append(measure(size, binary, args.scrape, args.window))
+        results.append(measure(size, binary, args.scrape, args.window, with_process))
     report(results, args.scrape, args.window)
     return 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -80,6 +81,17 @@ def require_chromium() -> str:
         return CHROMIUM
     unavailable(reason)
     raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    """Debian's ``prometheus``, for the fleet's end-to-end page checks."""
+    path = shutil.which("prometheus")
+    if path is None:
+        unavailable("`prometheus` is not on PATH; install Debian's prometheus package "
+                    "(`make system-deps` or `apt-get install prometheus`)")
+        raise AssertionError("unreachable")
+    return path
 
 
 @pytest.fixture(scope="session")
