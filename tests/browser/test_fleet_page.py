@@ -216,6 +216,26 @@ def test_bad_instance_entries_do_not_break_the_page(shaped, fleet_ui, browser_lo
     assert browser_log.unexpected_console_errors() == []
 
 
+def test_instances_table_is_bounded(shaped, fleet_ui):
+    source, _ = shaped
+    source.set(instances=[instance(f"10.0.{n // 256}.{n % 256}:8080", up=n % 2 == 0)
+                          for n in range(600)])
+    fleet_ui.open()
+    wait_for(fleet_ui, "() => document.querySelectorAll('#instances-body tr').length === 500")
+    assert fleet_ui.page.text_content("#instances-count") == "300 of 600 up, 100 not shown"
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (0.04, "0.0 s ago"), (0.7, "0.7 s ago"), (12.4, "12 s ago"), (75, "1m 15s ago"),
+    (7300, "2h 1m ago"), (None, "\u2014"), (-1, "\u2014"), ("junk", "\u2014"),
+])
+def test_scrape_age_format(fleet_ui, seconds, shown):
+    fleet_ui.open()
+    got = fleet_ui.page.evaluate(
+        "async (s) => (await import('/static/js/instances.js')).formatScrapeAge(s)", seconds)
+    assert got == shown
+
+
 # -- Prometheus and Alertmanager status -------------------------------------------------------
 
 
