@@ -1,4 +1,4 @@
-"""The ``hyperdash`` command: ``demo``, ``serve``, ``watch`` and ``hash-password``.
+"""The ``hyperdash`` command: ``demo``, ``serve``, ``watch``, ``fleet`` and ``hash-password``.
 
 Settings come from ``HYPERDASH_*`` environment variables (:meth:`Config.from_env`) with the
 command-line flags winning. A bad argument or variable is one line on stderr and exit code 2;
@@ -27,6 +27,18 @@ from . import validation as v
 from .config import MIN_UPDATE_INTERVAL, Config
 from .dashboard import Dashboard
 from .server.security import hash_password
+from .fleet.config import (
+    DEFAULT_INSTANCE_TIMEOUT,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_INSTANCES,
+    DEFAULT_QUERY_TIMEOUT,
+    DEFAULT_SELECTOR,
+    MAX_MAX_CONCURRENCY,
+    FleetConfig,
+)
+from .fleet.config import ENV_PREFIX as FLEET_ENV
+from .fleet.http import Credentials, check_url
+from .fleet.prometheus import parse_selector
 from .demo import (
     DEFAULT_HANG_EVERY,
     DEFAULT_RATE,
@@ -148,21 +160,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"debug, info, warning or error (default: ${LOG_LEVEL_ENV} or warning)",
     )
 
-    server = _Parser(add_help=False)
-    server.add_argument("--host", help="address to bind (default: $HYPERDASH_HOST or 127.0.0.1)")
-    server.add_argument("--port", type=_port,
-                        help="port to bind, 0 for any free one (default: $HYPERDASH_PORT or 8080)")
-    server.add_argument("--interval", type=_interval, metavar="SECONDS",
-                        help="seconds between ticks (default: $HYPERDASH_UPDATE_INTERVAL or 1)")
-    _add_limit_flags(server)
+    serving = _Parser(add_help=False)
+    serving.add_argument("--host",
+                         help="address to bind (default: $HYPERDASH_HOST or 127.0.0.1)")
+    serving.add_argument("--port", type=_port, help="port to bind, 0 for any free one "
+                         "(default: $HYPERDASH_PORT or 8080)")
+    serving.add_argument("--interval", type=_interval, metavar="SECONDS",
+                         help="seconds between ticks (default: $HYPERDASH_UPDATE_INTERVAL or 1)")
+    _add_limit_flags(serving)
+    serving.add_argument("--allowed-host", action="append", metavar="NAME",
+                         help="a Host name to answer besides loopback and the bound host "
+                              "(repeatable; '.example.com' for a domain, '*' for any; "
+                              "default: $HYPERDASH_ALLOWED_HOSTS)")
+
+    server = _Parser(add_help=False, parents=[serving])
     server.add_argument("--stall-after", type=_ranged(float, 0, unit=" s"), metavar="SECONDS",
                         help="seconds a running job's progress may stand still before it is "
                              "marked stalled, 0 for never (default: $HYPERDASH_STALL_AFTER "
                              "or 300)")
-    server.add_argument("--allowed-host", action="append", metavar="NAME",
-                        help="a Host name to answer besides loopback and the bound host "
-                             "(repeatable; '.example.com' for a domain, '*' for any; "
-                             "default: $HYPERDASH_ALLOWED_HOSTS)")
 
     parser = _Parser(
         prog=PROG,
@@ -211,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Ctrl-C or SIGTERM.",
     )
 
+    _add_fleet_parser(commands, [common, serving])
+
     hp = commands.add_parser(
         "hash-password", parents=[common],
         help="print a basic_auth entry (user and salted scrypt hash) for a password",
@@ -256,6 +273,147 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# -- fleet -------------------------------------------------------------------------------------
+
+_FLEET_PEERS = (
+    ("prometheus", "Prometheus"),
+    ("alertmanager", "Alertmanager"),
+    ("instances", "the instances' /api/jobs and /api/metrics"),
+)
+
+
+def _add_fleet_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    f = commands.add_parser(
+        "fleet", parents=parents,
+        help="serve one page over every instance a Prometheus scrapes",
+        description="Serve the page over a fleet: numbers from Prometheus's HTTP API (two "
+                    "instant queries a tick), jobs and alerts from each live instance and "
+                    "from Alertmanager. Prints the URL on stdout, runs until Ctrl-C or "
+                    "SIGTERM. Credentials come from the *-file flags or "
+                    f"{FLEET_ENV}<PEER>_TOKEN, _USER, _PASSWORD, _CA_FILE (PEER: PROMETHEUS, "
+                    "ALERTMANAGER, INSTANCES), never from a URL.",
+    )
+    f.add_argument("--prometheus", metavar="URL",
+                   help=f"Prometheus's base URL (default: ${FLEET_ENV}PROMETHEUS_URL; required)")
+    f.add_argument("--selector", metavar="SELECTOR",
+                   help=f"label selector of the instances (default: {DEFAULT_SELECTOR})")
+    f.add_argument("--alertmanager", metavar="URL",
+                   help="Alertmanager's base URL (default: "
+                        f"${FLEET_ENV}ALERTMANAGER_URL; none: only the instances' alerts)")
+    f.add_argument("--instance-timeout", type=_ranged(float, 0, 300, low_open=True, unit=" s"),
+                   metavar="SECONDS", default=DEFAULT_INSTANCE_TIMEOUT,
+                   help="per request to an instance (default: "
+                        f"{DEFAULT_INSTANCE_TIMEOUT:g})")
+    f.add_argument("--query-timeout", type=_ranged(float, 0, 300, low_open=True, unit=" s"),
+                   metavar="SECONDS", default=DEFAULT_QUERY_TIMEOUT,
+                   help="per request to Prometheus or Alertmanager (default: "
+                        f"{DEFAULT_QUERY_TIMEOUT:g})")
+    f.add_argument("--max-concurrency", type=_ranged(int, 1, MAX_MAX_CONCURRENCY),
+                   metavar="N", default=DEFAULT_MAX_CONCURRENCY,
+                   help=f"instances fetched at once (default: {DEFAULT_MAX_CONCURRENCY})")
+    f.add_argument("--max-instances", type=_ranged(int, 1, 100_000), metavar="N",
+                   default=DEFAULT_MAX_INSTANCES,
+                   help="most instances whose jobs and alerts are fetched (default: "
+                        f"{DEFAULT_MAX_INSTANCES}); every instance still counts in the sums")
+    f.add_argument("--refresh-interval", type=_ranged(float, 0, 3600, low_open=True,
+                                                      unit=" s"),
+                   metavar="SECONDS",
+                   help="seconds between two fetches of the instances' jobs and alerts "
+                        "(default: the targets' scrape interval, at least 1)")
+    for peer, what in _FLEET_PEERS:
+        group = f.add_argument_group(f"credentials for {what}")
+        group.add_argument(f"--{peer}-token-file", metavar="FILE",
+                           help="a file whose first line is a bearer token")
+        group.add_argument(f"--{peer}-user", metavar="USER", help="basic auth user")
+        group.add_argument(f"--{peer}-password-file", metavar="FILE",
+                           help="a file whose first line is the basic auth password")
+        group.add_argument(f"--{peer}-ca-file", metavar="FILE",
+                           help="CA certificates (PEM) to verify its TLS certificate")
+
+
+def _fleet_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> FleetConfig:
+    """The fleet's settings from flags and the environment; ValueError naming the flag."""
+    env = dict(os.environ) if environ is None else environ
+    urls: dict[str, str | None] = {}
+    for peer in ("prometheus", "alertmanager"):
+        raw = getattr(args, peer)
+        if raw is None:
+            raw = env.get(f"{FLEET_ENV}{peer.upper()}_URL", "").strip() or None
+        urls[peer] = None if raw is None else check_url(raw, f"--{peer}")
+    prometheus = urls["prometheus"]
+    if prometheus is None:
+        raise ValueError(f"--prometheus is required (or {FLEET_ENV}PROMETHEUS_URL)")
+    selector = args.selector if args.selector is not None else DEFAULT_SELECTOR
+    parse_selector(selector, "--selector")
+    creds = {
+        peer: Credentials.from_sources(
+            f"{FLEET_ENV}{peer.upper()}",
+            token_file=getattr(args, f"{peer}_token_file"),
+            user=getattr(args, f"{peer}_user"),
+            password_file=getattr(args, f"{peer}_password_file"),
+            ca_file=getattr(args, f"{peer}_ca_file"),
+            environ=env, flag=f"--{peer}",
+        )
+        for peer, _ in _FLEET_PEERS
+    }
+    return FleetConfig(
+        prometheus=prometheus, selector=selector, alertmanager=urls["alertmanager"],
+        prometheus_credentials=creds["prometheus"],
+        alertmanager_credentials=creds["alertmanager"],
+        instances_credentials=creds["instances"],
+        query_timeout=args.query_timeout, instance_timeout=args.instance_timeout,
+        max_concurrency=args.max_concurrency, max_instances=args.max_instances,
+        refresh_interval=args.refresh_interval,
+    )
+
+
+def _url(config: Config, port: int) -> str:
+    scheme = "https" if config.tls_certfile else "http"
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return f"{scheme}://{host}:{port}/"
+
+
+async def _serve_fleet(config: Config, fleet: FleetConfig, stop: asyncio.Event,
+                       out: TextIO, err: TextIO) -> int:
+    from .fleet.source import FleetSource  # the server stack, only when serving a fleet
+    from .server.runner import Runner
+
+    source = FleetSource(fleet, config)
+    try:
+        runner = Runner(source)
+        await runner.start()
+        try:
+            assert runner.port is not None
+            out.write(_url(config, runner.port) + "\n")
+            out.flush()
+            am = f" and Alertmanager at {fleet.alertmanager}" if fleet.alertmanager else ""
+            err.write(f"{PROG} fleet: instances {fleet.selector} from Prometheus at "
+                      f"{fleet.prometheus}{am}; Ctrl-C to stop\n")
+            err.flush()
+            await stop.wait()
+        finally:
+            await runner.aclose()
+    finally:
+        # Joins the fetch threads (each bounded by its timeout): off the loop.
+        await asyncio.to_thread(source.close)
+    return 0
+
+
+def _cmd_fleet(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    config = _config(args, "fleet", err)
+    if config is None:
+        return 2
+    try:
+        fleet = _fleet_config(args)
+    except (ValueError, TypeError) as exc:
+        err.write(f"{PROG} fleet: error: {exc}\n")
+        return 2
+    try:
+        return _run_until_signalled(lambda stop: _serve_fleet(config, fleet, stop, out, err))
+    except OSError as exc:
+        return _listen_error("fleet", config, exc, err)
+
+
 # -- running -----------------------------------------------------------------------------------
 
 
@@ -279,7 +437,7 @@ def _config(args: argparse.Namespace, command: str, err: TextIO) -> Config | Non
     if args.interval is not None:
         overrides["update_interval"] = args.interval
     overrides.update(_limit_overrides(args))
-    if args.stall_after is not None:
+    if getattr(args, "stall_after", None) is not None:
         overrides["stall_after"] = args.stall_after
     if args.allowed_host:
         overrides["allowed_hosts"] = tuple(args.allowed_host)
@@ -456,6 +614,7 @@ def _quiet_broken_pipe() -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO, TextIO], int]] = {
     "demo": _cmd_demo,
+    "fleet": _cmd_fleet,
     "hash-password": _cmd_hash_password,
     "serve": _cmd_serve,
     "watch": _cmd_watch,
@@ -467,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.error("choose a command: demo, serve or watch")
+        parser.error("choose a command: demo, serve, watch or fleet")
     _setup_logging(args.log_level)
     try:
         return COMMANDS[args.command](args, sys.stdout, sys.stderr)

@@ -349,8 +349,12 @@ class Dashboard:
         out = [r.to_json(now) for r in self._jobs.records(now) if status in (None, r.status)]
         return out if limit is None else out[:limit]
 
-    def job(self, job_id: str) -> dict[str, Any] | None:
-        """One job as ``/api/jobs/{id}`` shows it; None when no job has that id."""
+    def job(self, job_id: str, instance: str | None = None) -> dict[str, Any] | None:
+        """One job as ``/api/jobs/{id}`` shows it; None when no job has that id.
+
+        ``instance`` is for fleet sources (:class:`~hyperdash_otel.source.Source`); one
+        dashboard is one instance, so it is ignored here.
+        """
         if not isinstance(job_id, str):
             raise TypeError(f"job_id must be a str, got {type(job_id).__name__}")
         now = datetime.now(timezone.utc)

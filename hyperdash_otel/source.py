@@ -16,7 +16,12 @@ from opentelemetry.metrics import Counter, Histogram, UpDownCounter
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["ServerInstruments", "Source"]
+__all__ = ["AmbiguousJobError", "ServerInstruments", "Source"]
+
+
+class AmbiguousJobError(LookupError):
+    """:meth:`Source.job` without an instance matched jobs on several instances (the
+    server answers 409 with this message)."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,10 @@ class Source(Protocol):
     def jobs(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Recent jobs, newest first (``/api/jobs``); ValueError for a bad filter."""
 
-    def job(self, job_id: str) -> dict[str, Any] | None:
-        """One job by id (``/api/jobs/{id}``), or None."""
+    def job(self, job_id: str, instance: str | None = None) -> dict[str, Any] | None:
+        """One job by id (``/api/jobs/{id}?instance=``), or None; a source over several
+        instances raises :class:`AmbiguousJobError` when ``instance`` is None and several
+        have that id (a single instance ignores ``instance``)."""
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The ``/metrics`` body for an ``Accept`` header, and its content type."""

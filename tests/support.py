@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -15,10 +17,42 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 HYPERDASH = [sys.executable, "-m", "hyperdash_otel"]
 """The command line of the ``hyperdash`` CLI, run from this interpreter."""
+
+
+def on_ci() -> bool:
+    """Whether this run is CI's (``CI=true``), where nothing may be skipped."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def unavailable(reason: str) -> None:
+    """A real part this test needs is missing: fail on CI, skip elsewhere, with the reason."""
+    if on_ci():
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_binary(name: str, package: str = "prometheus") -> str:
+    """The binary's path; skip (locally) or fail (on CI) when it is not installed.
+    ``package``: the Debian package that ships it, for the reason."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    also = ", which ships promtool too" if package == "prometheus" else ""
+    unavailable(f"`{name}` is not on PATH; install Debian's {package} package "
+                f"(`make system-deps` or `apt-get install {package}`{also})")
+    raise AssertionError("unreachable")  # pytest.skip/fail raise
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "",

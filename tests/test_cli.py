@@ -57,7 +57,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        ([], "hyperdash: error: choose a command: demo, serve or watch"),
+        ([], "hyperdash: error: choose a command: demo, serve, watch or fleet"),
         (["nope"], "hyperdash: error: argument COMMAND: invalid choice: 'nope'"),
         (["demo", "--port", "x"], "argument --port: expected an integer, got 'x'"),
         (["demo", "--port", "70000"], "argument --port: must be >= 0 and <= 65535, got 70000"),

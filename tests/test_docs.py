@@ -24,7 +24,7 @@ def test_every_config_field_is_documented():
 def test_public_surface_is_exactly_all():
     exported = {n for n in dir(hyperdash_otel) if not n.startswith("_")} - {
         "config", "dashboard", "snapshot", "stores", "telemetry", "validation", "system",
-        "server", "cli", "demo", "watch", "otel", "source"}
+        "server", "cli", "demo", "watch", "otel", "source", "fleet"}
     assert exported | {"__version__"} == set(hyperdash_otel.__all__)
 
 

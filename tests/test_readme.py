@@ -25,6 +25,7 @@ binds a well-known port or meets a server someone else runs.
 
 from __future__ import annotations
 
+from support import free_port
 import contextlib
 import os
 import pty
@@ -113,12 +114,6 @@ def snippets(text: str) -> list[Snippet]:
 
 SNIPPETS = snippets(README.read_text())
 RUN = [s for s in SNIPPETS if s.fragment is None]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def listening(port: int) -> bool:

@@ -32,6 +32,7 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import StreamBufferFullError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
+from ..source import AmbiguousJobError
 from ..validation import rfc3339
 from .limits import RequestLimits
 from .logs import log_exception as _log_exception
@@ -359,12 +360,19 @@ class JobsHandler(_Common):
 
 
 class JobHandler(_Common):
-    """``/api/jobs/{id}``: one job."""
+    """``/api/jobs/{id}?instance=``: one job (``instance`` picks it on a fleet; 409 when
+    several instances have the id and none was named)."""
 
     def get(self, job_id: str) -> None:
-        job = self.ctx.source.job(job_id)
+        instance = self.get_query_argument("instance", None)
+        try:
+            job = (self.ctx.source.job(job_id) if instance is None
+                   else self.ctx.source.job(job_id, instance=instance))
+        except AmbiguousJobError as exc:
+            raise ApiError(409, str(exc)) from None
         if job is None:
-            raise ApiError(404, f"no job with id {job_id!r}")
+            where = "" if instance is None else f" on instance {instance!r}"
+            raise ApiError(404, f"no job with id {job_id!r}{where}")
         self.send_json(job)
 
     head = get

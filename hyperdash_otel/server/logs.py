@@ -57,6 +57,7 @@ LOGGERS = (
     "hyperdash_otel.server",
     "hyperdash_otel.cli",
     "hyperdash_otel.demo",
+    "hyperdash_otel.fleet",
     "tornado.access",
     "tornado.application",
     "tornado.general",

@@ -14,6 +14,7 @@ recorded; the fixture fails the test if there were any, or any uncaught page err
 
 from __future__ import annotations
 
+from support import unavailable
 import os
 import re
 import shutil
@@ -51,17 +52,6 @@ RECONNECT_WAIT_MS = 20_000
 """Deadline for a reconnect (backoff of a few attempts, 0.5 s upwards)."""
 
 SIZES = [(1280, 800), (768, 1024), (390, 844)]
-
-
-def on_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
-def unavailable(reason: str) -> None:
-    """A real part this test needs is missing: fail on CI, skip elsewhere, with the reason."""
-    if on_ci():
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def require_chromium() -> str:

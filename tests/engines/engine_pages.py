@@ -23,6 +23,7 @@ loads, CSP violations):
 
 from __future__ import annotations
 
+from support import unavailable
 import contextlib
 import glob
 import html
@@ -42,7 +43,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from support import wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -66,17 +66,6 @@ START_WAIT = 60.0
 # MiniBrowser's toolbar keeps its window at least ~450 px wide; this user stylesheet (GTK's,
 # not the page's) shrinks the toolbar so the window, and so the page, can be phone-narrow.
 GTK_CSS = "* { font-size: 1px; padding: 0; margin: 0; min-width: 0; min-height: 0; }\n"
-
-
-def on_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
-def unavailable(reason: str) -> None:
-    """A real part this test needs is missing: fail on CI, skip elsewhere, with the reason."""
-    if on_ci():
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def _executable(path: str | None) -> bool:

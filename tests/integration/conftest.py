@@ -7,8 +7,7 @@ cannot pass by skipping everything that proves the Grafana bundle.
 
 from __future__ import annotations
 
-import os
-import shutil
+from support import require_binary
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,24 +22,6 @@ GRAFANA = REPO / "grafana"
 PROVIDERS = ("aws", "azure", "gcp")
 
 
-def on_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
-
-
-def require_binary(name: str) -> str:
-    """The binary's path; skip (locally) or fail (on CI) when it is not installed."""
-    path = shutil.which(name)
-    if path is not None:
-        return path
-    reason = (
-        f"`{name}` is not on PATH; install Debian's prometheus package "
-        "(`make system-deps` or `apt-get install prometheus`, which ships promtool too)"
-    )
-    if on_ci():
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def prometheus_bin() -> str:
     return require_binary("prometheus")
@@ -49,6 +30,12 @@ def prometheus_bin() -> str:
 @pytest.fixture(scope="session")
 def promtool_bin() -> str:
     return require_binary("promtool")
+
+
+@pytest.fixture(scope="session")
+def alertmanager_bin() -> str:
+    """Debian's Alertmanager (tests/integration/alertmanager.py runs it)."""
+    return require_binary("prometheus-alertmanager", package="prometheus-alertmanager")
 
 
 def feed_labelled_series(dash: Dashboard) -> None:

@@ -9,10 +9,10 @@ deadline; nothing sleeps a fixed time and hopes.
 
 from __future__ import annotations
 
+from support import free_port
 import json
 import math
 import re
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -157,13 +157,6 @@ QUERIES = [Query(p["title"], t["refId"], t["expr"])
 
 
 # -- Prometheus -------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
 
 class Prometheus:
     def __init__(self, base: str, log: Path) -> None:

@@ -3,13 +3,14 @@ and without it gets nothing."""
 
 from __future__ import annotations
 
+from support import free_port
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from test_prometheus import GRAFANA, Prometheus, free_port, ready
+from test_prometheus import GRAFANA, Prometheus, ready
 
 from hyperdash_otel import Config, Dashboard
 

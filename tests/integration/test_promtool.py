@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,35 @@ def test_rule_has_a_page_severity_and_annotations(rule: dict[str, Any]) -> None:
     assert rule["labels"]["severity"] in SEVERITIES
     assert set(rule["annotations"]) >= {"summary", "description"}
     assert all(rule["annotations"][key].strip() for key in ("summary", "description"))
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
+def test_rule_summary_reads_on_the_fleet_page(rule: dict[str, Any]) -> None:
+    """The fleet page shows a firing rule's summary as the alert's message, beside alerts of
+    other instances: it must say which instance, and read as a sentence of its own."""
+    summary = rule["annotations"]["summary"]
+    assert "{{ $labels.instance }}" in summary
+    assert summary[0].isupper() or summary.startswith("{{"), summary
+    assert "\n" not in summary.strip(), summary
+
+
+def test_every_firing_case_keeps_the_instance_label() -> None:
+    """The fleet tags an Alertmanager alert with its `instance` label: a rule that
+    aggregates the label away would reach the page as nobody's."""
+    cases = [(case["alertname"], alert)
+             for group in load_yaml(PROM_DIR / "alerts_test.yml")["tests"]
+             for case in group.get("alert_rule_test", [])
+             for alert in case.get("exp_alerts") or []]
+    assert cases
+    assert [name for name, alert in cases if "instance" not in alert["exp_labels"]] == []
+
+
+def test_the_readme_alert_table_is_the_rules() -> None:
+    readme = (PROM_DIR.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n### Alert rules\n", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| .+ \| (\w+) \|$", section, re.MULTILINE)
+    assert rows == [(rule["alert"], rule["labels"]["severity"], rule["for"])
+                    for rule in alert_rules()]
 
 
 def test_check_metrics_on_live_exposition(promtool_bin: str, live_metrics_text: str) -> None:
