@@ -3,28 +3,23 @@
 For each size N: one process of simulated instances (``bench/_fleet_targets.py``: a real
 Dashboard's ``/metrics``, varied per instance and over time, plus ``/api/jobs`` and
 ``/api/metrics``), one real ``prometheus`` (Debian's) scraping all of them every
-``--scrape`` seconds with the bundled alert rules, and then, once every target is up:
+``--scrape`` seconds with the bundled alert rules, and then, once every target is up, three
+phases of ``--window`` seconds each, one after the other:
 
-* **Prometheus**: its CPU and the targets process's CPU over the window, the mean and
-  highest scrape duration, and how many targets are up (a size that Prometheus cannot
-  scrape within the interval shows here first);
-* **queries**: wall time of one round of the fleet's instant queries, and of the targets
-  API call that finds the instances;
-* **instances**: wall time to fetch every live instance's ``/api/jobs`` and
-  ``/api/metrics`` concurrently (bounded concurrency, timeout);
-* **fleet tick**: ``FleetSource.snapshot()`` once per second, as the fleet's ticker calls
-  it: median and p95 wall time, and this process's CPU over each call (nothing else runs
-  in it meanwhile);
-* **fleet process**: a real ``hyperdash fleet`` serving the same fleet, ticking once a
-  second, alone: its mean tick (from its own ``hyperdash_tick_duration_seconds``), its CPU
-  per tick (``/proc``) and the size of its message.
-
-Until ``hyperdash_otel.fleet`` is there, the queries and the fetch are this file's stand-ins
-(what one tick has to ask) and the fleet-tick row says it was not measured.
+1. **the fleet's parts, one a second**: its two instant queries
+   (``PrometheusClient.figures()``), the targets API call that finds the instances, and the
+   concurrent fetch of every instance's ``/api/jobs`` and ``/api/metrics``
+   (``fetch_all``, with ``hyperdash fleet``'s default concurrency and timeout); meanwhile
+   Prometheus's and the targets process's CPU, and the scrape durations;
+2. **``FleetSource.snapshot()``** once a second, as the ticker calls it: wall time and the
+   calling thread's CPU (the record fetches run on the source's own thread, see 3);
+3. **a real ``hyperdash fleet``** process serving the same fleet, ticking once a second,
+   alone: its mean tick (its own ``hyperdash_tick_duration_seconds``), its CPU per tick
+   from ``/proc`` (background record fetches included) and the size of its message.
 
 Run ``python -m bench fleet`` (sizes 3, 30, 300) or
-``python -m bench fleet --sizes 3,30 --window 10 --scrape 1``. Loopback only; every wait
-has a deadline; every process started is stopped.
+``python -m bench fleet --sizes 3,30,1000 --window 10 --scrape 1``. Loopback only; every
+wait has a deadline; every process started is stopped.
 """
 
 from __future__ import annotations
@@ -55,33 +50,7 @@ START_TIMEOUT = 90.0
 """Seconds for the targets to listen and for Prometheus to be ready."""
 UP_TIMEOUT = 60.0
 """Seconds for every target to be scraped up once Prometheus is ready."""
-FETCH_CONCURRENCY = 16
-FETCH_TIMEOUT = 2.0
 SELECTOR = f'job="{JOB}"'
-
-# What one fleet tick asks Prometheus (the stand-in until FleetSource is merged): the summed
-# figures, the providers, and one vector with each instance's row.
-QUERIES = {
-    "totals": (
-        "sum by (__name__) ({" + SELECTOR + ", __name__=~\"hyperdash_jobs_active|"
-        "hyperdash_jobs_pending|hyperdash_queue_length|hyperdash_jobs_completed_total|"
-        "hyperdash_jobs_failed_total|hyperdash_http_requests_total|"
-        "hyperdash_http_errors_total|hyperdash_process_memory_usage_bytes|"
-        "hyperdash_process_threads|hyperdash_websocket_connections\"})"
-    ),
-    "worst": (
-        "max by (__name__) ({" + SELECTOR + ", __name__=~\"hyperdash_process_cpu_utilization"
-        "_percent|hyperdash_http_response_time_seconds\"})"
-    ),
-    "providers": f"sum by (provider) (hyperdash_provider_jobs_total{{{SELECTOR}}})",
-    "instances": (
-        "{" + SELECTOR + ", __name__=~\"up|hyperdash_jobs_active|hyperdash_queue_length|"
-        "hyperdash_system_health\"}"
-    ),
-    "failed_5m": f"increase(hyperdash_jobs_failed_total{{{SELECTOR}}}[5m])",
-    "scrape_age": f"time() - timestamp(up{{{SELECTOR}}})",
-}
-
 
 # -- processes ------------------------------------------------------------------------------
 
@@ -209,51 +178,70 @@ class Prometheus:
 
 # -- the fleet's side -----------------------------------------------------------------------
 
-def query_round(prom: Prometheus) -> float:
-    """Seconds for one tick's instant queries, one after another."""
+def fleet_parts(prometheus: str) -> tuple[Any, Any, Any]:
+    """(FleetConfig, PrometheusClient, instances' Credentials) as ``hyperdash fleet`` makes
+    them with its defaults."""
+    from hyperdash_otel.fleet.config import FleetConfig
+    from hyperdash_otel.fleet.http import JsonClient
+    from hyperdash_otel.fleet.prometheus import PrometheusClient
+
+    config = FleetConfig(prometheus=prometheus)
+    client = PrometheusClient(
+        JsonClient(config.prometheus, config.prometheus_credentials,
+                   timeout=config.query_timeout),
+        config.matchers)
+    return config, client, config.instances_credentials
+
+
+def timed(fn: Any) -> tuple[float, Any]:
     start = time.perf_counter()
-    for expr in QUERIES.values():
-        prom.query(expr)
-    return time.perf_counter() - start
+    value = fn()
+    return time.perf_counter() - start, value
 
 
-def targets_call(prom: Prometheus) -> float:
-    start = time.perf_counter()
-    prom.get("/api/v1/targets", state="active")
-    return time.perf_counter() - start
+def parts_window(result: Result, prom: Prometheus, window: float) -> None:
+    """Phase 1: the fleet's queries, targets call and record fetch, once a second."""
+    from hyperdash_otel import Config
+    from hyperdash_otel.fleet.instances import fetch_all
+
+    config, client, credentials = fleet_parts(prom.base)
+    defaults = Config()
+    with concurrent.futures.ThreadPoolExecutor(config.max_concurrency) as pool:
+        began = due = time.monotonic()
+        while time.monotonic() - began < window:
+            due += 1.0
+            seconds, (figures, _) = timed(client.figures)
+            result.queries.append(seconds)
+            result.series = len(figures)
+            seconds, targets = timed(client.targets)
+            result.targets_api.append(seconds)
+            seconds, records = timed(lambda t=targets: fetch_all(
+                t[:config.max_instances], credentials, pool=pool,
+                timeout=config.instance_timeout, max_jobs=defaults.max_jobs,
+                max_alerts=defaults.max_alerts))
+            result.fetches.append(seconds)
+            result.fetch_failures += sum(1 for r in records.values() if r.error)
+            time.sleep(max(0.0, due - time.monotonic()))  # the one-second grid
 
 
-def _fetch(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as response:  # noqa: S310
-        return len(response.read())
+def source_window(result: Result, prom: Prometheus, window: float) -> None:
+    """Phase 2: FleetSource.snapshot() once a second, in this process."""
+    from hyperdash_otel import Config
+    from hyperdash_otel.fleet.config import FleetConfig
+    from hyperdash_otel.fleet.source import FleetSource
 
-
-def fetch_round(pool: concurrent.futures.Executor, instances: list[str]) -> tuple[float, int]:
-    """Seconds to fetch every instance's jobs and alerts, at most FETCH_CONCURRENCY at once;
-    and how many fetches failed."""
-    urls = [f"http://{i}{path}" for i in instances for path in ("/api/jobs", "/api/metrics")]
-    start = time.perf_counter()
-    failed = 0
-    for future in [pool.submit(_fetch, url) for url in urls]:
-        try:
-            future.result()
-        except OSError:
-            failed += 1
-    return time.perf_counter() - start, failed
-
-
-def fleet_source(prom: Prometheus) -> Any | None:
-    """A FleetSource over ``prom``, or None while the fleet package is not there."""
-    try:
-        from hyperdash_otel.fleet.source import FleetSource  # noqa: F401
-    except ImportError:
-        return None
-    return make_fleet_source(prom.base)
-
-
-def make_fleet_source(prometheus_url: str) -> Any:
-    """Build the fleet source the way ``hyperdash fleet`` does (see its CLI)."""
-    raise NotImplementedError("wired up once hyperdash_otel.fleet is merged")
+    with FleetSource(FleetConfig(prometheus=prom.base), Config(port=0)) as source:
+        source.snapshot()  # starts its record fetches
+        began = due = time.monotonic()
+        while time.monotonic() - began < window:
+            due += 1.0
+            cpu, start = time.thread_time(), time.perf_counter()
+            snap = source.snapshot()
+            result.ticks.append(time.perf_counter() - start)
+            result.tick_cpus.append(time.thread_time() - cpu)
+            result.snapshot_instances = len(snap["instances"])
+            result.snapshot_jobs = len(snap["recent_jobs"])
+            time.sleep(max(0.0, due - time.monotonic()))  # the one-second grid
 
 
 def fleet_cli() -> bool:
@@ -329,12 +317,13 @@ class Result:
     process_tick: float | None = None
     """Mean seconds per tick in that process (its own tick-duration histogram)."""
     message_bytes: int = 0
-    answers: dict[str, int] = field(default_factory=dict)
-    """Series each stand-in query returned at the end (a query that finds nothing is
-    measuring nothing)."""
     ticks: list[float] = field(default_factory=list)
     tick_cpus: list[float] = field(default_factory=list)
-    """This process's CPU seconds over each fleet tick."""
+    """CPU seconds of the thread calling snapshot(), per call."""
+    series: int = 0
+    """Instances the fleet's queries found (a query that finds none measures nothing)."""
+    snapshot_instances: int = 0
+    snapshot_jobs: int = 0
     note: str = ""
 
 
@@ -384,38 +373,19 @@ def measure(size: int, binary: str, scrape: float, window: float,
             result.note = str(exc)
         # A few scrapes in, so that increase() over 5m has more than one sample.
         time.sleep(3 * scrape)  # settling time before the window, not synchronisation
-        source = fleet_source(prom)
-        if source is None:
-            result.note = result.note or "FleetSource not available: stand-in queries only"
-        if with_process:
-            process_window(result, prom, window)
         prom_cpu, targets_cpu = cpu_seconds(prom.proc.pid), cpu_seconds(targets.proc.pid)
         began = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(FETCH_CONCURRENCY) as pool:
-            due = began
-            while time.monotonic() - began < window:
-                due += 1.0  # one tick a second, as the fleet's default update_interval
-                if source is not None:
-                    # Nothing else runs in this process meanwhile (the pool is idle), so
-                    # the process's CPU over the call is the tick's, its threads included.
-                    cpu, start = time.process_time(), time.perf_counter()
-                    source.snapshot()
-                    result.ticks.append(time.perf_counter() - start)
-                    result.tick_cpus.append(time.process_time() - cpu)
-                result.queries.append(query_round(prom))
-                result.targets_api.append(targets_call(prom))
-                seconds, failed = fetch_round(pool, targets.instances)
-                result.fetches.append(seconds)
-                result.fetch_failures += failed
-                time.sleep(max(0.0, due - time.monotonic()))  # the tick grid
+        parts_window(result, prom, window)
         elapsed = time.monotonic() - began
         result.prometheus_cpu = (cpu_seconds(prom.proc.pid) - prom_cpu) / elapsed
         result.targets_cpu = (cpu_seconds(targets.proc.pid) - targets_cpu) / elapsed
-        result.answers = {name: len(prom.query(expr)) for name, expr in QUERIES.items()}
-        result.up = int(prom.scalar(f"count(up{{{SELECTOR}}} == 1)") or 0)
         result.scrape_mean = prom.scalar(f"avg(scrape_duration_seconds{{{SELECTOR}}})") or 0.0
         result.scrape_max = prom.scalar(
             f"max(max_over_time(scrape_duration_seconds{{{SELECTOR}}}[{int(window)}s]))") or 0.0
+        source_window(result, prom, window)
+        if with_process:
+            process_window(result, prom, window)
+        result.up = int(prom.scalar(f"count(up{{{SELECTOR}}} == 1)") or 0)
     finally:
         if prom is not None:
             prom.close()
@@ -426,23 +396,25 @@ def measure(size: int, binary: str, scrape: float, window: float,
 
 def report(results: list[Result], scrape: float, window: float) -> None:
     print(f"\n## Fleet: N simulated instances behind one Prometheus "
-          f"(scrape {scrape:g} s, {window:g} s window, one tick a second)\n")
-    print("| instances | up | scrape mean / max | Prometheus CPU | targets CPU | "
-          "queries (median / p95) | targets API | instances fetch (median / p95) | "
-          "snapshot() (median / p95) | CPU per snapshot() |")
+          f"(scrape {scrape:g} s, {window:g} s per phase, one tick a second)\n")
+    print("| instances | up | scrape mean / max | Prometheus CPU | targets CPU "
+          "| fleet queries (median / p95) | targets API | records fetch (median / p95) "
+          "| snapshot() (median / p95) | snapshot() CPU |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        tick_cpu = f"{median_ms(r.tick_cpus)} ms" if r.tick_cpus else "-"
         print(f"| {r.size} | {r.up} | {r.scrape_mean * 1e3:.1f} / {r.scrape_max * 1e3:.1f} ms "
               f"| {r.prometheus_cpu:.2f} cores | {r.targets_cpu:.2f} cores "
               f"| {median_ms(r.queries)} / {p95_ms(r.queries)} ms "
               f"| {median_ms(r.targets_api)} ms "
               f"| {median_ms(r.fetches)} / {p95_ms(r.fetches)} ms "
               f"({r.fetch_failures} failed) "
-              f"| {median_ms(r.ticks)} / {p95_ms(r.ticks)} ms | {tick_cpu} |")
+              f"| {median_ms(r.ticks)} / {p95_ms(r.ticks)} ms "
+              f"| {median_ms(r.tick_cpus)} ms |")
+    print("\nInstances the queries found / in the snapshot, jobs in the snapshot: " + ", ".join(
+        f"{r.size}: {r.series} / {r.snapshot_instances}, {r.snapshot_jobs}" for r in results))
     if any(r.process_tick is not None for r in results):
-        print("\nA real `hyperdash fleet` process over the same window "
-              "(its own tick histogram and /proc):\n")
+        print("\nA real `hyperdash fleet` process, alone, one tick a second "
+              "(its own tick histogram; CPU from /proc, record fetches included):\n")
         print("| instances | tick (mean) | CPU per tick | CPU (cores) | message |")
         print("|---|---|---|---|---|")
         for r in results:
