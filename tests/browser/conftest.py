@@ -14,10 +14,9 @@ recorded; the fixture fails the test if there were any, or any uncaught page err
 
 from __future__ import annotations
 
-from support import unavailable
+from support import require_binary, unavailable
 import os
 import re
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -76,12 +75,7 @@ def require_chromium() -> str:
 @pytest.fixture(scope="session")
 def prometheus_bin() -> str:
     """Debian's ``prometheus``, for the fleet's end-to-end page checks."""
-    path = shutil.which("prometheus")
-    if path is None:
-        unavailable("`prometheus` is not on PATH; install Debian's prometheus package "
-                    "(`make system-deps` or `apt-get install prometheus`)")
-        raise AssertionError("unreachable")
-    return path
+    return require_binary("prometheus")
 
 
 @pytest.fixture(scope="session")

@@ -3,19 +3,29 @@ instance column of the jobs table and the alerts' source tags (FLEET.md's messag
 
 A :class:`FleetShaped` source, served by a real :class:`Runner`, sends a real Dashboard's
 snapshot with the fleet's extra keys, which the test sets; it stands for the page's side of
-the contract. The end-to-end check against real Dashboards, a real Prometheus and
-``hyperdash fleet`` is at the end of this file.
+the contract. At the end of this file, the same page end to end: three served Dashboards,
+a real Prometheus scraping them every second and ``hyperdash fleet`` over it, checked as the
+single-instance page is (no console errors or CSP violations, cards, charts, markup as
+text, 375 px, reconnect) plus the instances table.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import threading
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from fleet_parts import start_prometheus, wait_for
+from hyperdash_process import HyperdashProcess
+from support import free_port
 
 from hyperdash_otel import Config, Dashboard, JobInfo
 from hyperdash_otel.config import Config as ConfigType
@@ -128,7 +138,7 @@ def row_texts(ui: Any) -> list[list[str]]:
     )
 
 
-def wait_for(ui: Any, predicate: str, arg: Any = None) -> None:
+def wait_page(ui: Any, predicate: str, arg: Any = None) -> None:
     ui.page.wait_for_function(predicate, arg=arg)  # the context's deadline (conftest)
 
 
@@ -162,7 +172,7 @@ def test_instances_table_lists_each_instance_and_follows_changes(shaped, fleet_u
         instance(C, health="unhealthy", active=0, queue=0, failed=9, age=42),
     ])
     fleet_ui.open()
-    wait_for(fleet_ui, "() => document.querySelectorAll('#instances-body tr').length === 3")
+    wait_page(fleet_ui, "() => document.querySelectorAll('#instances-body tr').length === 3")
     assert fleet_ui.page.is_visible("#instances")
     assert row_texts(fleet_ui) == [
         [A, "up", "healthy", "3", "1", "0", "0.7 s ago"],
@@ -176,7 +186,7 @@ def test_instances_table_lists_each_instance_and_follows_changes(shaped, fleet_u
     first_row.evaluate("(tr) => { tr.dataset.marker = 'same-element'; }")
     source.set(instances=[instance(A), instance(B, up=False, age=None), instance(C)],
                fleet=fleet_status(up=2))
-    wait_for(fleet_ui, "() => document.getElementById('instances-count').dataset.up === '2'")
+    wait_page(fleet_ui, "() => document.getElementById('instances-count').dataset.up === '2'")
     assert fleet_ui.page.text_content("#instances-count") == "2 of 3 up"
     down = row_texts(fleet_ui)[1]
     assert down == [B, "down", "unknown", "1", "0", "0", "\u2014"]
@@ -185,7 +195,7 @@ def test_instances_table_lists_each_instance_and_follows_changes(shaped, fleet_u
 
     # An instance that leaves the fleet leaves the table.
     source.set(instances=[instance(A), instance(C)])
-    wait_for(fleet_ui, "() => document.querySelectorAll('#instances-body tr').length === 2")
+    wait_page(fleet_ui, "() => document.querySelectorAll('#instances-body tr').length === 2")
     assert [r[0] for r in row_texts(fleet_ui)] == [A, C]
     assert browser_log.unexpected_console_errors() == []
 
@@ -221,7 +231,7 @@ def test_instances_table_is_bounded(shaped, fleet_ui):
     source.set(instances=[instance(f"10.0.{n // 256}.{n % 256}:8080", up=n % 2 == 0)
                           for n in range(600)])
     fleet_ui.open()
-    wait_for(fleet_ui, "() => document.querySelectorAll('#instances-body tr').length === 500")
+    wait_page(fleet_ui, "() => document.querySelectorAll('#instances-body tr').length === 500")
     assert fleet_ui.page.text_content("#instances-count") == "300 of 600 up, 100 not shown"
 
 
@@ -292,7 +302,7 @@ def test_jobs_show_their_instance_and_equal_ids_on_two_instances_are_two_rows(sh
              "instance": B}
     source.set(extra_jobs=[other])
     fleet_ui.open()
-    wait_for(fleet_ui, "() => document.querySelectorAll('#jobs-body tr').length === 2")
+    wait_page(fleet_ui, "() => document.querySelectorAll('#jobs-body tr').length === 2")
     assert fleet_ui.page.get_attribute("#jobs-table", "data-instances") == "true"
     assert fleet_ui.page.is_visible("#jobs-table thead .col-instance")
     rows = fleet_ui.page.evaluate(
@@ -313,7 +323,7 @@ def test_alerts_carry_their_source_and_instance(shaped, fleet_ui, browser_log):
     source.set(alert_tags={"instance down": ("alertmanager", C),
                            "queue growing": ("instance", B)})
     fleet_ui.open()
-    wait_for(fleet_ui, "() => document.querySelectorAll('#alerts-list .alert').length === 3")
+    wait_page(fleet_ui, "() => document.querySelectorAll('#alerts-list .alert').length === 3")
     tags = fleet_ui.page.evaluate(
         """() => [...document.querySelectorAll("#alerts-list .alert")].map((box) => {
              const tag = box.querySelector(".alert-source");
@@ -380,4 +390,147 @@ def test_fleet_page_has_no_horizontal_scroll(shaped, new_page, make_ui, width, b
         ".map((el) => el.getBoundingClientRect().right))"
     )
     assert widest <= width
+    assert browser_log.unexpected_console_errors() == []
+
+
+# -- end to end: three Dashboards, a real Prometheus and `hyperdash fleet` --------------------
+
+
+@dataclass
+class RealFleet:
+    dashes: list[Dashboard]
+    prometheus: Any
+    process: Any
+    port: int
+
+    def start_fleet(self) -> None:
+        """``hyperdash fleet`` against the Prometheus, on :attr:`port` (again, after a stop)."""
+        self.process = HyperdashProcess(
+            "fleet", "--prometheus", self.prometheus.base, "--host", "127.0.0.1",
+            "--port", str(self.port), "--interval", str(TICK))
+        assert self.process.url.startswith(f"http://127.0.0.1:{self.port}")
+
+
+WORKLOADS = [(2, 10, 1, 0, 3), (5, 20, 0, 2, 7), (1, 5, 4, 1, 0)]
+"""(active, completed, failed, pending, queue) per instance: different, so sums show."""
+
+
+def feed(dash: Dashboard, n: int) -> None:
+    dash.update_job_metrics(*WORKLOADS[n])
+    dash.update_http_metrics(100 * (n + 1), n, 20.0 + n)
+    for k in range(2):
+        dash.add_job(JobInfo(id=f"job-{k}", name=f"export-{n}-{k}", status="running",
+                             progress=10 * (k + 1), provider=("aws", "azure", "gcp")[n],
+                             vm_name=f"vm-{n}-{k}"))
+    dash.set_system_health(("healthy", "degraded", "healthy")[n])
+
+
+def prometheus_scalar(base: str, expr: str) -> float | None:
+    query = urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(f"{base}/api/v1/query?{query}", timeout=5) as response:
+        result = json.load(response)["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+@pytest.fixture
+def real_fleet(start_dashboard, prometheus_bin, tmp_path) -> Iterator[RealFleet]:
+    """Three served Dashboards with different workloads, a real Prometheus scraping them
+    every second, and `hyperdash fleet` over it."""
+    dashes = [start_dashboard() for _ in range(3)]
+    for n, dash in enumerate(dashes):
+        feed(dash, n)
+    prometheus = start_prometheus(prometheus_bin, tmp_path / "prometheus",
+                                  [f"127.0.0.1:{d.port}" for d in dashes])
+    real = RealFleet(dashes, prometheus, None, free_port())
+    try:
+        wait_for("three targets up", lambda: prometheus_scalar(
+            prometheus.base, 'count(up{job="hyperdash"} == 1)') == 3, log=prometheus.log)
+        real.start_fleet()
+        yield real
+    finally:
+        if real.process is not None:
+            real.process.close()
+        prometheus.stop()
+
+
+def card_is(ui: Any, name: str, value: float) -> None:
+    ui.page.wait_for_function(
+        "([id, v]) => Number(document.getElementById(id).dataset.value) === v",
+        arg=[f"value-{name}", value], timeout=FLEET_WAIT_MS)
+
+
+FLEET_WAIT_MS = 15_000
+"""A change reaches the fleet page within a scrape (1 s), a query and a tick; with margin."""
+
+
+def test_fleet_page_end_to_end(real_fleet, new_page, make_ui, browser_log):
+    ui = make_ui(new_page(), SimpleNamespace(port=real_fleet.port))
+    ui.open()
+    ui.page.wait_for_function(
+        "() => document.querySelectorAll('#instances-body tr[data-up=\"true\"]').length === 3",
+        timeout=FLEET_WAIT_MS)
+    names = [f"127.0.0.1:{d.port}" for d in real_fleet.dashes]
+    assert [r[0] for r in row_texts(ui)] == sorted(names)
+    assert ui.page.is_hidden("#fleet-status")
+
+    # Cards: the sums of the three, and they follow a change on one instance.
+    card_is(ui, "jobs-active", sum(w[0] for w in WORKLOADS))
+    card_is(ui, "queue-length", sum(w[4] for w in WORKLOADS))
+    real_fleet.dashes[1].update_job_metrics(9, 25, 0, 2, 7)
+    card_is(ui, "jobs-active", 2 + 9 + 1)
+
+    # Jobs from all three, tagged; the same id on three instances is three rows.
+    ui.page.wait_for_function(
+        "() => document.querySelectorAll('#jobs-body tr').length === 6", timeout=FLEET_WAIT_MS)
+    assert ui.page.get_attribute("#jobs-table", "data-instances") == "true"
+    instances = ui.page.evaluate(
+        "() => [...document.querySelectorAll('#jobs-body .col-instance')]"
+        ".map((td) => td.textContent)")
+    assert sorted(set(instances)) == sorted(names)
+
+    # Markup in a job's name reaches the fleet's page as text.
+    real_fleet.dashes[0].add_job(JobInfo(id="xss", name=PAYLOAD, status="failed", progress=1,
+                                         provider="aws", vm_name=PAYLOAD, error_msg=PAYLOAD))
+    row = ui.page.locator('#jobs-body tr[data-job-id="xss"]')
+    row.wait_for(timeout=FLEET_WAIT_MS)
+    assert row.locator(".job-name").text_content() == PAYLOAD
+    assert ui.page.evaluate("() => window.__xss") is None
+    assert ui.page.locator("img").count() == 0
+
+    # Charts are drawn from the fleet's messages.
+    ui.wait_ticks(3)
+    timeline = ui.chart("chart-jobs-over-time")
+    assert len(timeline["datasets"][0]["data"]) >= 3
+    assert sorted(ui.chart("chart-providers")["labels"]) == ["aws", "azure", "gcp"]
+
+    # One instance stops: its row says down, the others stay up, the page keeps going.
+    stopped = f"127.0.0.1:{real_fleet.dashes[2].port}"
+    real_fleet.dashes[2].close()
+    ui.page.wait_for_function(
+        "(name) => document.querySelector(`#instances-body tr[data-instance=\"${name}\"]`)"
+        "?.dataset.up === 'false'", arg=stopped, timeout=FLEET_WAIT_MS)
+    assert ui.page.text_content("#instances-count") == "2 of 3 up"
+    assert ui.state() == "live"
+    assert browser_log.unexpected_console_errors() == []
+
+
+def test_fleet_page_at_375_px_and_after_the_fleet_restarts(real_fleet, new_page, make_ui,
+                                                            browser_log):
+    browser_log.allow_console_error(r"WebSocket connection to .* failed")
+    ui = make_ui(new_page(375, 812), SimpleNamespace(port=real_fleet.port))
+    ui.open()
+    ui.page.wait_for_function(
+        "() => document.querySelectorAll('#instances-body tr').length === 3",
+        timeout=FLEET_WAIT_MS)
+    assert ui.horizontal_overflow() == 0
+
+    real_fleet.process.stop()
+    real_fleet.process.close()
+    ui.wait_state("reconnecting")
+    real_fleet.start_fleet()
+    ui.wait_fresh(timeout=20_000)
+    ui.wait_ticks(2)
+    assert len(browser_log.open_sockets()) == 1
+    assert ui.page.locator("#instances-body tr").count() == 3
+    card_is(ui, "jobs-active", sum(w[0] for w in WORKLOADS))
     assert browser_log.unexpected_console_errors() == []
