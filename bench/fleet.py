@@ -317,6 +317,8 @@ class Result:
     process_tick: float | None = None
     """Mean seconds per tick in that process (its own tick-duration histogram)."""
     message_bytes: int = 0
+    process_cores: float | None = None
+    process_ticks_per_second: float | None = None
     ticks: list[float] = field(default_factory=list)
     tick_cpus: list[float] = field(default_factory=list)
     """CPU seconds of the thread calling snapshot(), per call."""
@@ -345,10 +347,13 @@ def process_window(result: Result, prom: Prometheus, window: float) -> None:
         fleet.wait_ready()
         time.sleep(3.0)  # its first ticks (and first instance fetches) before the window
         count, total = fleet.ticks()
-        cpu = cpu_seconds(fleet.proc.pid)
+        cpu, began = cpu_seconds(fleet.proc.pid), time.monotonic()
         time.sleep(window)  # the window itself: the process ticks on its own meanwhile
         ticks, tick_sum = fleet.ticks()
         used = cpu_seconds(fleet.proc.pid) - cpu
+        elapsed = time.monotonic() - began
+        result.process_cores = used / elapsed
+        result.process_ticks_per_second = (ticks - count) / elapsed
         if ticks > count:
             result.process_cpu = used / (ticks - count)
             result.process_tick = (tick_sum - total) / (ticks - count)
@@ -415,14 +420,17 @@ def report(results: list[Result], scrape: float, window: float) -> None:
     if any(r.process_tick is not None for r in results):
         print("\nA real `hyperdash fleet` process, alone, one tick a second "
               "(its own tick histogram; CPU from /proc, record fetches included):\n")
-        print("| instances | tick (mean) | CPU per tick | CPU (cores) | message |")
-        print("|---|---|---|---|---|")
+        print("| instances | tick (mean) | ticks per second | CPU per tick | CPU (cores) "
+              "| message |")
+        print("|---|---|---|---|---|---|")
         for r in results:
             if r.process_tick is None or r.process_cpu is None:
-                print(f"| {r.size} | - | - | - | - |")
+                print(f"| {r.size} | - | - | - | - | - |")
                 continue
-            print(f"| {r.size} | {r.process_tick * 1e3:.1f} ms | {r.process_cpu * 1e3:.1f} ms "
-                  f"| {r.process_cpu:.2f} | {r.message_bytes / 1024:.1f} KiB |")
+            print(f"| {r.size} | {r.process_tick * 1e3:.1f} ms "
+                  f"| {r.process_ticks_per_second or 0:.2f} "
+                  f"| {r.process_cpu * 1e3:.1f} ms "
+                  f"| {r.process_cores or 0:.2f} | {r.message_bytes / 1024:.1f} KiB |")
     notes = [f"- {r.size}: {r.note}" for r in results if r.note]
     if notes:
         print("\n" + "\n".join(notes))
