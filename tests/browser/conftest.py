@@ -14,7 +14,7 @@ recorded; the fixture fails the test if there were any, or any uncaught page err
 
 from __future__ import annotations
 
-from support import unavailable
+from support import require_binary, unavailable
 import os
 import re
 import urllib.error
@@ -70,6 +70,12 @@ def require_chromium() -> str:
         return CHROMIUM
     unavailable(reason)
     raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    """Debian's ``prometheus``, for the fleet's end-to-end page checks."""
+    return require_binary("prometheus")
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@
 // alert's id and time so an id reused by a restarted server is not hidden by mistake.
 
 import { formatLocalTime } from "./format.js";
+import { alertSourceTag } from "./instances.js";
 
 export const MAX_SHOWN = 3;
 export const STORAGE_KEY = "hyperdash.dismissedAlerts";
@@ -45,7 +46,9 @@ export class Dismissals {
 }
 
 export function alertKey(alert) {
-  return `${String(alert.id)}@${String(alert.time ?? "")}`;
+  const key = `${String(alert.id)}@${String(alert.time ?? "")}`;
+  // A fleet's instances number their alerts independently.
+  return alert.instance === undefined ? key : `${key}@${String(alert.instance ?? "")}`;
 }
 
 function safeStorage() {
@@ -61,7 +64,8 @@ const shown = new Map(); // alert key -> element
 let lastAlerts = [];
 
 function createAlert(alert, key) {
-  const severity = Object.hasOwn(SEVERITIES, alert.severity) ? alert.severity : "info";
+  const given = alert.severity ?? alert.type;
+  const severity = Object.hasOwn(SEVERITIES, given) ? given : "info";
   const box = document.createElement("div");
   box.className = `alert alert-${severity}`;
   box.dataset.alertId = String(alert.id);
@@ -90,7 +94,7 @@ function createAlert(alert, key) {
   close.title = "Dismiss";
   close.textContent = "\u00d7";
 
-  box.append(label, message, when, close);
+  box.append(label, message, alertSourceTag(alert), when, close);
   return box;
 }
 

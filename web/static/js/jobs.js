@@ -44,6 +44,7 @@ function createRow(id) {
   tr.dataset.testid = "job-row";
 
   const idCell = cell(tr, "col-id");
+  const instance = cell(tr, "col-instance"); // the fleet's; hidden by CSS otherwise
   const nameCell = cell(tr, "col-name");
   const name = document.createElement("span");
   name.className = "job-name";
@@ -85,7 +86,8 @@ function createRow(id) {
   startCell.append(start);
 
   return {
-    tr, idCell, name, error, badge, stall, bar, fill, percent, eta, provider, vm, duration, start,
+    tr, idCell, instance, name, error, badge, stall, bar, fill, percent, eta, provider, vm,
+    duration, start,
     shown: {}, // field -> what the row shows for it now (see `changed`)
   };
 }
@@ -105,6 +107,9 @@ function setTitle(element, value) {
 function fillRow(parts, job, clock) {
   const { tr } = parts;
   if (changed(parts, "id", text(job.id))) parts.idCell.textContent = parts.shown.id;
+  if (changed(parts, "instance", text(job.instance))) {
+    parts.instance.textContent = parts.shown.instance;
+  }
   if (changed(parts, "name", text(job.name))) parts.name.textContent = parts.shown.name;
   const error = text(job.error_msg);
   if (changed(parts, "error", error)) {
@@ -261,16 +266,20 @@ export function updateJobsTable(jobs) {
   const seen = new Set();
   const stalled = [];
   const moving = [];
+  let fleet = false;
   for (const job of list) {
     if (seen.size >= MAX_ROWS) break;
     if (!job || typeof job !== "object") continue;
     const id = text(job.id);
-    if (seen.has(id)) continue; // a duplicate id would fight over one row
-    seen.add(id);
-    let parts = rows.get(id);
+    // A fleet's job ids are unique per instance only.
+    const key = job.instance === undefined ? id : `${text(job.instance)}\u0000${id}`;
+    if (job.instance !== undefined) fleet = true;
+    if (seen.has(key)) continue; // a duplicate id would fight over one row
+    seen.add(key);
+    let parts = rows.get(key);
     if (!parts) {
       parts = createRow(id);
-      rows.set(id, parts);
+      rows.set(key, parts);
     }
     fillRow(parts, job, clock);
     // Stable: each group keeps the server's order.
@@ -285,6 +294,8 @@ export function updateJobsTable(jobs) {
   const ordered = stalled.length > 0 ? stalled.concat(moving) : moving;
   reorder(body, ordered);
 
+  const table = document.getElementById("jobs-table");
+  if (table && table.dataset.instances !== String(fleet)) table.dataset.instances = String(fleet);
   const count = `${ordered.length}|${stalled.length}`;
   if (count !== shownCount) {
     shownCount = count;

@@ -5,6 +5,7 @@ import { initAlerts, updateAlerts } from "./alerts.js";
 import { updateCards } from "./cards.js";
 import { history, initCharts, recordHistory, updateCharts } from "./charts.js";
 import { Connection, socketUrl } from "./connection.js";
+import { updateFleetStatus, updateInstances } from "./instances.js";
 import { updateJobsTable } from "./jobs.js";
 import {
   showConnection,
@@ -37,6 +38,10 @@ export function updateDashboard(metrics) {
   guarded("charts", () => updateCharts(metrics));
   guarded("jobs", () => updateJobsTable(metrics.recent_jobs));
   guarded("alerts", () => updateAlerts(metrics.alerts));
+  guarded("fleet", () => {
+    updateFleetStatus(metrics.fleet);
+    updateInstances(metrics.instances);
+  });
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 
