@@ -71,6 +71,9 @@ MAX_INSTANCE_LENGTH = 256
 """Longest ``instance`` label kept; a ``host:port`` is far shorter."""
 
 _MAX_TIME_LENGTH = 64  # RFC 3339 with nanoseconds and an offset is 35 characters
+_RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII)
+"""Alertmanager's times (Go's RFC 3339 with nanoseconds): seconds, fraction, offset."""
 _MAX_ID_LENGTH = 128
 _FINGERPRINT = re.compile(r"[0-9a-fA-F]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -275,8 +278,16 @@ def _time(value: object, where: str) -> str:
         raise ValueError(f"{where} must be an RFC 3339 time string, {shown}")
     if len(value) > _MAX_TIME_LENGTH:
         raise ValueError(f"{where} must be an RFC 3339 time, got {len(value)} characters")
+    match = _RFC3339.fullmatch(value)
     try:
-        when = datetime.fromisoformat(value)
+        if match is None:
+            raise ValueError(value)
+        # datetime.fromisoformat reads "Z" and more than 6 fraction digits only from 3.11:
+        # give it the seconds, the microseconds and the offset in the form 3.10 reads too.
+        base, fraction, offset = match.group(1, 2, 3)
+        micro = (fraction or "")[1:7].ljust(6, "0")
+        zone = "" if offset is None else ("+00:00" if offset in "Zz" else offset)
+        when = datetime.fromisoformat(f"{base.replace('t', 'T')}.{micro}{zone}")
     except ValueError:
         raise ValueError(f"{where} must be an RFC 3339 time, got {_short(value)}") from None
     if when.tzinfo is None:

@@ -431,7 +431,7 @@ def _assert_clean(alerts: list[dict[str, Any]]) -> None:
         assert alert["severity"] in ("critical", "warning", "info")
         assert isinstance(alert["message"], str) and 0 < len(alert["message"]) <= MAX_TEXT_LENGTH
         assert alert["instance"] is None or len(alert["instance"]) <= MAX_INSTANCE_LENGTH
-        assert datetime.fromisoformat(alert["time"]).tzinfo is not None
+        assert datetime.fromisoformat(alert["time"].replace("Z", "+00:00")).tzinfo is not None
     json.dumps(alerts).encode("utf-8")
 
 

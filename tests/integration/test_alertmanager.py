@@ -131,7 +131,7 @@ def test_a_firing_rule_reaches_the_page_through_alertmanager(stack: Stack) -> No
         "source": "alertmanager",
         "instance": stack.instance,
     }
-    started = datetime.fromisoformat(alert["time"])
+    started = datetime.fromisoformat(alert["time"].replace("Z", "+00:00"))
     assert set_at <= started <= datetime.now(timezone.utc), (set_at, alert["time"])
 
     # Ticks later the same alert has the same id and time: a dismissal on the page holds.

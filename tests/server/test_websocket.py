@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import gc
+import sys
 import json
 import socket
 import struct
@@ -496,7 +497,8 @@ def test_an_open_stream_keeps_few_objects(serve: Callable[..., Any], raw_ws: Any
     wait(lambda: s.ctx.fanout.clients == n + 1)
     gc.collect()
     per_connection = (len(gc.get_objects()) - before) / n - 1  # (minus our client socket)
-    assert per_connection <= 60, per_connection
+    # Python 3.10's coroutines and tasks keep a few more objects each (about 65 there).
+    assert per_connection <= (60 if sys.version_info >= (3, 11) else 70), per_connection
     handler = next(iter(s.ctx.fanout.sinks()))
     assert isinstance(handler, StreamHandler)
     assert handler.request.connection is None and not handler.request.headers
