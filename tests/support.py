@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +47,21 @@ def require_binary(name: str, package: str = "prometheus") -> str:
     unavailable(f"`{name}` is not on PATH; install Debian's {package} package "
                 f"(`make system-deps` or `apt-get install {package}`{also})")
     raise AssertionError("unreachable")  # pytest.skip/fail raise
+
+
+def self_signed_certificate(tmp: Path) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 in ``tmp``, made by Debian's openssl:
+    (cert, key). Without openssl: a failure on CI, a skip elsewhere."""
+    if shutil.which("openssl") is None:
+        unavailable("needs the openssl command (apt-get install openssl; `make system-deps`)")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return str(cert), str(key)
 
 
 def free_port() -> int:

@@ -3,18 +3,15 @@ and never a credential in a log line, an error or the message."""
 
 from __future__ import annotations
 
-from support import on_ci, require_binary
 import json
 import logging
-import shutil
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
 from fleet_parts import Process, start_prometheus, wait_for
+from support import require_binary, self_signed_certificate
 
 from hyperdash_otel import Config, Dashboard
 from hyperdash_otel.fleet.config import FleetConfig
@@ -26,28 +23,12 @@ PASSWORD = "correct-horse-battery-staple-9"
 WRONG = "wrong-password-but-secret-too-4"
 
 
-def certificate(tmp: Path) -> tuple[str, str]:
-    if shutil.which("openssl") is None:
-        reason = "needs the openssl command (`make system-deps`)"
-        if on_ci():
-            pytest.fail(f"CI=true and {reason}", pytrace=False)
-        pytest.skip(reason)
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return str(cert), str(key)
-
-
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, str]]:
     """Prometheus on https with one basic-auth user, scraping one Dashboard."""
     binary = require_binary("prometheus")
     tmp = tmp_path_factory.mktemp("guarded")
-    cert, key = certificate(tmp)
+    cert, key = self_signed_certificate(tmp)
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
     dash = Dashboard(Config(port=0, collect_system_metrics=False))
     dash.update_job_metrics(4, 0, 0, 0, 0)

@@ -6,17 +6,14 @@ import asyncio
 import http.client
 import inspect
 import json
-import os
-import shutil
 import socket
-import subprocess
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from rawhttp import upgrade
-from support import wait_until
+from support import self_signed_certificate, wait_until
 from websockets.sync.client import ClientConnection, connect
 
 from hyperdash_otel import Dashboard
@@ -162,16 +159,4 @@ def raw_upgrade(port: int, *, rcvbuf: int | None = None, path: str = "/ws",
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[str, str]:
     """A self-signed certificate for 127.0.0.1, made by Debian's openssl: (cert, key)."""
-    if shutil.which("openssl") is None:
-        reason = "needs the openssl command (apt-get install openssl; `make system-deps`)"
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail(f"CI=true and {reason}", pytrace=False)
-        pytest.skip(reason)
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return str(cert), str(key)
+    return self_signed_certificate(tmp_path)
