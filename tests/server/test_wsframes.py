@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import struct
@@ -239,3 +240,25 @@ def test_the_path_this_run_takes() -> None:
     """``make test`` runs this file on both paths; say which one ran."""
     expected = os.environ.get(_tornado_fast.ENV, "").strip() != "0"
     assert _tornado_fast.OWN_UPGRADE is (expected and _tornado_fast.ENABLED)
+
+
+def test_both_upgrades_answer_with_the_same_head_and_log_line(
+        serve: Callable[..., Any], raw_ws: Any, wait: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The server's own 101 is Tornado's: the same headers in the same order (the Date
+    aside), the same access log line; then the replay."""
+    s = serve(update_interval=MANUAL, history_size=1)
+    heads = []
+    with caplog.at_level(logging.INFO, logger="hyperdash_otel.access"):
+        for own in (False, True):
+            monkeypatch.setattr(_tornado_fast, "OWN_UPGRADE", own and _tornado_fast.ENABLED)
+            sock, head = raw_ws(s.port, headers={"Origin": f"http://127.0.0.1:{s.port}"})
+            frames, eof = read_frames(sock, lambda f: any(op == TEXT for op, _ in f))
+            assert not eof and b'"replay":0' in frames[0][1]
+            heads.append([line for line in head.split(b"\r\n") if not line.startswith(b"Date:")])
+    assert heads[0] == heads[1]
+    assert heads[0][0] == b"HTTP/1.1 101 Switching Protocols"
+    assert b"Sec-Websocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in heads[0]  # RFC 6455's
+    lines = [r.getMessage() for r in caplog.records if r.name == "hyperdash_otel.access"]
+    assert [line.split(" (")[0] for line in lines] == ["101 GET /ws", "101 GET /ws"]
+    wait(lambda: s.ctx.fanout.clients == 2)
