@@ -85,6 +85,14 @@ def _schedstat(tid: int) -> float:
         return int(f.read().split()[0]) / 1e9
 
 
+def _user_system(tid: int) -> tuple[float, float]:
+    """The thread's user and kernel time (clock ticks: 10 ms resolution)."""
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 class _GcClock:
     """Time the collector spends on one thread, and its full collections."""
 
@@ -162,7 +170,9 @@ def main(argv: list[str]) -> None:
                 raise RuntimeError(f"the client process failed on {word!r}")
 
         n = args.clients
-        results: dict[bool, list[tuple[float, float, int, float]]] = {True: [], False: []}
+        results: dict[bool, list[tuple[float, float, int, float, float]]] = {True: [],
+                                                                             False: []}
+        print(f"replay: {ctx.fanout.history_bytes:,} bytes per new client")
         order = [own for _ in range(args.rounds) for own in (True, False)]
         for own in order:
             _tornado_fast.OWN_UPGRADE = own
@@ -170,15 +180,20 @@ def main(argv: list[str]) -> None:
             objects = len(gc.get_objects())
             clock.seconds, clock.full = 0.0, 0
             cpu = _schedstat(tid)
+            user, system = _user_system(tid)
             command("open")
             cpu = _schedstat(tid) - cpu
+            user_after, system_after = _user_system(tid)
+            kernel = (system_after - system) / max(user_after - user + system_after - system,
+                                                   1e-9)
             gc_seconds, full = clock.seconds, clock.full
             _wait(lambda: ctx.fanout.clients == n, "every client subscribed")
             gc.collect()
             per_conn = (len(gc.get_objects()) - objects) / n
-            results[own].append((cpu / n * 1e6, gc_seconds / n * 1e6, full, per_conn))
+            results[own].append((cpu / n * 1e6, gc_seconds / n * 1e6, full, per_conn, kernel))
             print(f"  {'own' if own else 'tornado'}: {cpu / n * 1e6:.0f} µs loop CPU per "
-                  f"connection, GC {gc_seconds * 1e3:.0f} ms ({full} full), "
+                  f"connection ({kernel:.0%} in the kernel), GC {gc_seconds * 1e3:.0f} ms "
+                  f"({full} full), "
                   f"{per_conn:.1f} objects per connection", flush=True)
             command("close")
             _wait(lambda: ctx.fanout.clients == 0 and ctx.fanout.reserved == 0,
@@ -188,12 +203,13 @@ def main(argv: list[str]) -> None:
             load = " ".join(f.read().split()[:3])
         print(f"\n## Connect cost in process, {n:,} clients per round, {args.rounds} rounds "
               f"each, alternating (load {load})\n")
-        print("| upgrade | loop thread CPU per connection (median) | of it GC | full "
-              "collections per round | GC-tracked objects per connection |")
-        print("|---|---|---|---|---|")
+        print("| upgrade | loop thread CPU per connection (median) | in the kernel | of it GC "
+              "| full collections per round | GC-tracked objects per connection |")
+        print("|---|---|---|---|---|---|")
         for own, name in ((False, "Tornado's WebSocketHandler"), (True, "own (fast path)")):
             rows = results[own]
             print(f"| {name} | {statistics.median(r[0] for r in rows):.0f} µs | "
+                  f"{statistics.median(r[4] for r in rows):.0%} | "
                   f"{statistics.median(r[1] for r in rows):.0f} µs | "
                   f"{statistics.median(r[2] for r in rows):g} | "
                   f"{statistics.median(r[3] for r in rows):.1f} |")

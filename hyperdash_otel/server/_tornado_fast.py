@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover (not POSIX)
     SIOCOUTQ = None
 _INT_ZERO = bytes(4)  # the ioctl's int argument
 
-__all__ = ["CLOSE_WAIT", "ENABLED", "ENV", "OWN_UPGRADE", "READ_CHUNK", "WRITTEN_FOR",
+__all__ = ["CLOSE_WAIT", "ENABLED", "ENV", "OWN_UPGRADE", "READ_CHUNK", "UPGRADE_ENV", "WRITTEN_FOR",
            "Connection", "FastWrites", "Owner", "PublicWrites", "Writes", "close_frame", "decide",
            "split_frames", "write_now"]
 
@@ -73,9 +73,13 @@ def decide() -> bool:
 
 ENABLED = decide()
 """Whether the fan-out writes through :class:`FastWrites` (decided once, at import)."""
-OWN_UPGRADE = ENABLED
+UPGRADE_ENV = "HYPERDASH_OWN_UPGRADE"
+"""Environment variable: ``0`` keeps Tornado's ``WebSocketHandler`` for ``/ws`` while the
+fast writes stay on (to compare the two upgrades in ``python -m bench outside``)."""
+OWN_UPGRADE = ENABLED and os.environ.get(UPGRADE_ENV, "").strip() != "0"
 """Whether ``/ws`` upgrades plain-TCP connections itself (:class:`Connection`) instead of
-through Tornado's ``WebSocketHandler``; read on each upgrade, so tests can compare both."""
+through Tornado's ``WebSocketHandler``: the fast path, unless :data:`UPGRADE_ENV` is
+``0``. Read on each upgrade, so tests can compare both."""
 
 
 def write_now(stream: IOStream, data: bytes) -> None:
