@@ -43,8 +43,8 @@ except ImportError:  # pragma: no cover (not POSIX)
 _INT_ZERO = bytes(4)  # the ioctl's int argument
 
 __all__ = ["CLOSE_WAIT", "ENABLED", "ENV", "OWN_UPGRADE", "READ_CHUNK", "UPGRADE_ENV",
-           "WRITTEN_FOR", "Connection", "FastWrites", "Owner", "PublicWrites", "Writes", "close_frame", "decide",
-           "split_frames", "write_now"]
+           "WRITTEN_FOR", "Connection", "FastWrites", "Owner", "PublicWrites", "Writes",
+           "close_frame", "decide", "split_frames", "write_now"]
 
 log = logging.getLogger("hyperdash_otel.server")
 
