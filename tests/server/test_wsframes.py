@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from hyperdash_otel.server import _tornado_fast
 from hyperdash_otel.server.handlers import MAX_INCOMING_MESSAGE
+from hyperdash_otel.server.runner import STOP_TIMEOUT
 from hyperdash_otel.server.wsframes import (
     BINARY,
     CLOSE,
@@ -263,3 +267,33 @@ def test_both_upgrades_answer_with_the_same_head_and_log_line(
     lines = [r.getMessage() for r in caplog.records if r.name == "hyperdash_otel.access"]
     assert [line.split(" (")[0] for line in lines] == ["101 GET /ws", "101 GET /ws"]
     wait(lambda: s.ctx.fanout.clients == 2)
+
+
+def test_stop_cuts_a_client_that_never_answers_the_close(serve: Callable[..., Any],
+                                                           raw_ws: Any, wait: Any) -> None:
+    """Shutdown sends 1001 to every client, waits ``CLOSE_GRACE`` for the close
+    handshake, then cuts whoever has not answered: the runner stops in bounded time and
+    the client sees its socket end."""
+    s, sock = connected(serve, raw_ws, wait)
+    upgraded = s.ctx.upgraded
+    assert len(upgraded.open) == (1 if _tornado_fast.OWN_UPGRADE else 0)
+    started = time.monotonic()
+    s.stop()
+    assert time.monotonic() - started < STOP_TIMEOUT
+    frames, eof = read_frames(sock, lambda f: False)
+    assert eof and frames[-1][0] == CLOSE
+    assert struct.unpack("!H", frames[-1][1][:2])[0] == 1001
+    assert not upgraded.open
+
+
+def test_under_tls_the_stream_is_upgraded_by_tornado(serve: Callable[..., Any],
+                                                       certificate: tuple[str, str]) -> None:
+    cert, key = certificate
+    s = serve(update_interval=MANUAL, tls_certfile=cert, tls_keyfile=key)
+    context = ssl.create_default_context(cafile=cert)
+    with ws_connect(f"wss://127.0.0.1:{s.port}/ws", ssl=context, proxy=None,
+                    compression=None, open_timeout=10) as client:
+        assert b'"replay":0' in client.recv(timeout=5).encode()
+        assert s.ctx.fanout.clients == 1
+        assert not isinstance(s.ctx.fanout.sinks()[0], _tornado_fast.Connection)
+        assert not s.ctx.upgraded.open
