@@ -13,6 +13,12 @@ or with ``HYPERDASH_FAST_PATH=0`` in the environment (read once, at import), the
 uses :class:`PublicWrites`: Tornado's public ``write_message`` and ``ping``, and the
 write Futures to know what is still unsent. The choice is logged once, and
 :data:`ENABLED` says which path runs. ``make test`` runs the server suite on both.
+
+On the fast path ``/ws`` also upgrades plain-TCP connections itself (:data:`OWN_UPGRADE`):
+:func:`response_head` writes the 101 Tornado would (it reads the handler's ``_headers``
+and ``_reason``), and a :class:`Connection` replaces Tornado's ``WebSocketHandler`` for
+the connection's life, through public ``IOStream`` calls plus :class:`FastWrites`'s
+internals. TLS connections, and the public path, keep Tornado's upgrade.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import tornado
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
+from tornado.web import RequestHandler
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .wsframes import BINARY, CLOSE, PING, PONG, TEXT, FrameError, FrameParser
@@ -44,7 +51,7 @@ _INT_ZERO = bytes(4)  # the ioctl's int argument
 
 __all__ = ["CLOSE_WAIT", "ENABLED", "ENV", "OWN_UPGRADE", "READ_CHUNK", "UPGRADE_ENV",
            "WRITTEN_FOR", "Connection", "FastWrites", "Owner", "PublicWrites", "Writes",
-           "close_frame", "decide", "split_frames", "write_now"]
+           "close_frame", "decide", "response_head", "split_frames", "write_now"]
 
 log = logging.getLogger("hyperdash_otel.server")
 
@@ -275,6 +282,20 @@ def close_frame(code: int | None, reason: str = "") -> bytes:
     """
     body = b"" if code is None else struct.pack("!H", code) + reason.encode()[:123]
     return struct.pack("!BB", 0x88, len(body)) + body
+
+
+def response_head(handler: RequestHandler) -> bytes:
+    """The response head ``handler.finish()`` would write for its status and headers, with
+    the application's transforms applied (for a 101: the ``Vary`` header Tornado's gzip
+    transform adds), as HTTP/1.1 sends it; for the upgrade that writes it itself."""
+    status, headers = handler.get_status(), handler._headers
+    for transform in handler.application.transforms:
+        status, headers, _ = transform(handler.request).transform_first_chunk(
+            status, headers, b"", True)
+    lines = [f"HTTP/1.1 {status} {handler._reason}\r\n"]
+    lines += [f"{name}: {value}\r\n" for name, value in headers.get_all()]
+    lines.append("\r\n")
+    return "".join(lines).encode("latin1")
 
 
 class Owner(Protocol):

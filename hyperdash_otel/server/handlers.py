@@ -793,18 +793,12 @@ class StreamHandler(_Common, Writes):
         self.set_header("Connection", "Upgrade")
         self.set_header("Sec-WebSocket-Accept", WebSocketProtocol13.compute_accept_value(
             self.request.headers["Sec-WebSocket-Key"]))
-        status, headers = 101, self._headers
-        for transform in self.application.transforms:  # the Vary header Tornado's adds
-            status, headers, _ = transform(self.request).transform_first_chunk(
-                status, headers, b"", True)
-        head = "".join(["HTTP/1.1 101 Switching Protocols\r\n"] + [
-            f"{name}: {value}\r\n" for name, value in headers.get_all()] + ["\r\n"])
+        head = _tornado_fast.response_head(self)
         stream = self.detach()
         self.application.log_request(self)
         self._reserved = False  # the connection gives the place back when it closes
         upgraded = ctx.upgraded
-        ws = Connection(stream, head.encode("latin1"), max_message=MAX_INCOMING_MESSAGE,
-                        owner=upgraded)
+        ws = Connection(stream, head, max_message=MAX_INCOMING_MESSAGE, owner=upgraded)
         upgraded.open.add(ws)
         try:
             stream.socket.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
