@@ -2,7 +2,7 @@
 
 ``python -m bench`` runs them all (about 15 minutes: the outside-in stream bench runs up to
 10,000 clients per server); ``python -m bench NAME [options]`` runs one of them:
-core, fanout, calls, tick, endpoints, stalled, page, outside, fleet.
+core, fanout, calls, tick, endpoints, stalled, page, outside, fleet, connect.
 """
 
 import platform
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import calls, core, endpoints, fanout, fleet, outside, page, stalled, tick
+from . import calls, connect, core, endpoints, fanout, fleet, outside, page, stalled, tick
 
 BENCHES: dict[str, Callable[..., Any]] = {
     "core": core.main,
@@ -22,8 +22,9 @@ BENCHES: dict[str, Callable[..., Any]] = {
     "page": page.main,
     "outside": outside.main,
     "fleet": fleet.main,
+    "connect": connect.main,
 }
-TAKE_ARGS = {"stalled", "page", "outside", "fleet"}
+TAKE_ARGS = {"stalled", "page", "outside", "fleet", "connect"}
 
 
 def main(argv: list[str]) -> int:

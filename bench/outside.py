@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import IO, Any
 
 VARIANTS = ("floor", "hyperdash", "naive")
+"""The default variants; ``hyperdash-tornado-ws`` (the demo with Tornado's
+``WebSocketHandler`` upgrading ``/ws``, ``HYPERDASH_OWN_UPGRADE=0``) may be asked for too."""
 SIZES = (100, 1_000, 5_000, 10_000)
 CLIENTS_PER_PROCESS = 2_500
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -196,11 +198,13 @@ def hyperdash_bin() -> str:
 def start_server(variant: str, payload_file: str, interval: float, max_clients: int,
                  cores: set[int] | None) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
-    if variant == "hyperdash":
+    if variant.startswith("hyperdash"):
         # Every client comes from 127.0.0.1: the per-address rate limit and connection cap,
         # meant for many addresses, are lifted (neither is on the per-tick path).
         env = dict(os.environ, HYPERDASH_MAX_CLIENTS=str(max_clients + 100),
                    HYPERDASH_RATE_LIMIT="0", HYPERDASH_MAX_CONNECTIONS_PER_IP="4096")
+        if variant == "hyperdash-tornado-ws":
+            env["HYPERDASH_OWN_UPGRADE"] = "0"
         argv = [hyperdash_bin(), "demo", "--port", str(port), "--interval", str(interval),
                 *DEMO_ARGS]
         proc = spawn(argv, cores, env=env, stdout=subprocess.DEVNULL)
@@ -295,7 +299,7 @@ def run_one(variant: str, n: int, *, payload_file: str, interval: float, duratio
     clients: list[subprocess.Popen[str]] = []
     try:
         time.sleep(2 * interval)  # a couple of ticks before anything is measured
-        if variant == "hyperdash":
+        if variant.startswith("hyperdash"):
             full_history(port, interval)
         pid = proc.pid
         a = cpu_of(pid)

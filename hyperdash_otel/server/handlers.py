@@ -35,8 +35,9 @@ from tornado.httputil import (
     format_timestamp,
 )
 from tornado.ioloop import IOLoop
-from tornado.iostream import StreamBufferFullError
+from tornado.iostream import IOStream, StreamBufferFullError
 from tornado.web import HTTPError, RequestHandler
+from tornado.websocket import WebSocketProtocol13
 
 from ..source import AmbiguousJobError
 from ..validation import rfc3339
@@ -54,7 +55,8 @@ from .security import (
     redact_token,
     token_matches,
 )
-from ._tornado_fast import Writes
+from . import _tornado_fast
+from ._tornado_fast import Connection, Writes
 from .static import (
     Asset,
     ByteRange,
@@ -126,7 +128,9 @@ class ServerContext:
     page_path: Path
     started: float = field(default_factory=time.monotonic)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    """WebSocket connections still being served (each runs as one task)."""
+    """WebSocket connections still being served through Tornado (each runs as one task)."""
+    upgraded: Upgraded = field(init=False)
+    """WebSocket connections ``/ws`` upgraded itself (the fast path), still open."""
     limits: RequestLimits | None = None
     """Per-address request and failed-authentication rates (None: unlimited)."""
     expositions: Coalescing[tuple[str, bool], tuple[bytes, str]] | None = None
@@ -135,6 +139,49 @@ class ServerContext:
     """HTTP connections held now (WebSockets excluded), for ``/healthz``."""
     basic: BasicAuth = field(default_factory=lambda: BasicAuth({}))
     """Users who may log in with a password (``Config.basic_auth``)."""
+
+    def __post_init__(self) -> None:
+        self.upgraded = Upgraded(self.fanout)
+
+
+class Upgraded:
+    """The owner of every connection ``/ws`` upgraded itself (one per server): passes
+    their pongs to the fan-out and, when one closes, unsubscribes it and frees its place.
+    ``open`` holds those not closed yet (shutdown waits for them, then cuts the rest)."""
+
+    __slots__ = ("_drained", "fanout", "open")
+
+    def __init__(self, fanout: FanOut) -> None:
+        self.fanout = fanout
+        self.open: set[Connection] = set()
+        self._drained: asyncio.Event | None = None
+
+    def pong(self, connection: Connection) -> None:
+        self.fanout.pong(connection)
+
+    def closed(self, connection: Connection) -> None:
+        self.open.discard(connection)
+        self.fanout.unsubscribe(connection)
+        self.fanout.release()
+        if not self.open and self._drained is not None:
+            self._drained.set()
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """Wait until every connection has closed, at most ``timeout`` seconds; True if
+        they all did."""
+        if not self.open:
+            return True
+        self._drained = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def abort_all(self) -> None:
+        """Cut every connection still open."""
+        for connection in list(self.open):
+            connection.abort()
 
 
 class ApiError(HTTPError):
@@ -681,6 +728,8 @@ class StreamHandler(_Common, Writes):
         # The checks run in a plain call: this coroutine stays suspended for the life of
         # the connection, and whatever its frame holds (the request's headers) with it.
         self._admit()
+        if _tornado_fast.OWN_UPGRADE and self._upgrade_here():
+            return
         try:
             # WebSocketHandler.get's own checks (Upgrade, Connection, the origin) were all
             # made by _admit; its coroutine would stay suspended for the connection's life.
@@ -726,6 +775,43 @@ class StreamHandler(_Common, Writes):
         if task is not None:
             ctx.tasks.add(task)
             task.add_done_callback(ctx.tasks.discard)
+
+    def _upgrade_here(self) -> bool:
+        """The fast path, once every check has passed: the 101 Tornado would write (same
+        headers, same access log line), the stream detached from HTTP, and a
+        :class:`~._tornado_fast.Connection` in place of this handler for the
+        connection's life; the 101 goes out with the replay, in one send. False (nothing
+        done) on TLS, which keeps Tornado's path."""
+        connection = self.request.connection
+        if type(getattr(connection, "stream", None)) is not IOStream:
+            return False
+        ctx = self.ctx
+        fanout = ctx.fanout
+        self.clear_header("Content-Type")
+        self.set_status(101)
+        self.set_header("Upgrade", "websocket")
+        self.set_header("Connection", "Upgrade")
+        self.set_header("Sec-WebSocket-Accept", WebSocketProtocol13.compute_accept_value(
+            self.request.headers["Sec-WebSocket-Key"]))
+        head = _tornado_fast.response_head(self)
+        stream = self.detach()
+        self.application.log_request(self)
+        self._reserved = False  # the connection gives the place back when it closes
+        upgraded = ctx.upgraded
+        ws = Connection(stream, head, max_message=MAX_INCOMING_MESSAGE, owner=upgraded)
+        upgraded.open.add(ws)
+        try:
+            stream.socket.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
+        except OSError:  # an old kernel: skip the cap
+            log.debug("hyperdash: TCP_NOTSENT_LOWAT not available", exc_info=True)
+        stream.set_nodelay(True)
+        stream.max_write_buffer_size = fanout.history_bytes + WRITE_BUFFER_SLACK
+        settings = self.settings
+        fanout.keep_alive(settings.get("websocket_ping_interval"),
+                          settings.get("websocket_ping_timeout"))
+        fanout.subscribe(ws)  # writes the 101 and the replay
+        ws.start()  # the 101 if there was no replay; then reads the client's frames
+        return True
 
     def check_origin_header(self, origin: str | None) -> bool:
         """The origin rule of :class:`~.security.OriginPolicy`: the page's own origin only

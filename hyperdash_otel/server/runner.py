@@ -386,6 +386,9 @@ class Runner:
     async def _wait_for_streams(self, ctx: ServerContext) -> None:
         """Give clients :data:`CLOSE_GRACE` to complete the close handshake, then cut the
         rest and wait for their tasks, so no socket outlives the server."""
+        upgraded = ctx.upgraded  # the connections /ws upgraded itself: no task each
+        if not await upgraded.wait_closed(CLOSE_GRACE):
+            upgraded.abort_all()
         tasks: set[asyncio.Task[Any]] = set(ctx.tasks)
         if not tasks:
             return
