@@ -12,7 +12,7 @@ from tornado import httputil
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.web import GZipContentEncoding
 
-from . import logs
+from . import _tornado_fast, logs
 from .handlers import (
     MAX_INCOMING_MESSAGE,
     HealthHandler,
@@ -29,7 +29,7 @@ from .handlers import (
     StreamHandler,
 )
 from .security import is_loopback_host
-from .static import StaticFiles
+from .static import HeadBlocks, StaticFiles
 
 __all__ = ["HOSTS_REMEMBERED", "PING_INTERVAL", "PING_TIMEOUT", "Assets", "CompressDynamic",
            "DashboardApp", "make_app", "routes", "warn_if_exposed"]
@@ -137,6 +137,9 @@ class DashboardApp(tornado.web.Application):
         self._hosts_seen: dict[str | None, bool] = {}
         """The allowlist's answer per ``Host`` value (the policy never changes while the
         server runs); at most :data:`HOSTS_REMEMBERED`, forgotten all at once when full."""
+        self._static_heads = HeadBlocks() if _tornado_fast.ENABLED else None
+        """The static files' pre-built response heads (``HYPERDASH_FAST_PATH=0``: none,
+        every head formatted by Tornado's ``write_headers``)."""
 
     # Tornado's router takes any message delegate (Application types it narrower).
     def find_handler(self, request: HTTPServerRequest, **kwargs: Any  # type: ignore[override]
@@ -155,7 +158,7 @@ class DashboardApp(tornado.web.Application):
         found = super().find_handler(request, **kwargs)
         if found.handler_class is StaticHandler:
             # A cached file's 200/206/304 without a RequestHandler; the rest goes on to it.
-            return StaticFast(found, found.handler_kwargs["files"])
+            return StaticFast(found, found.handler_kwargs["files"], self._static_heads)
         return found
 
 
