@@ -183,7 +183,7 @@ def test_heads_are_kept_up_to_the_bound_then_forgotten() -> None:
     assert len(heads) == 3
     heads.head(304, "Not Modified", 0.0, (("Etag", '"0"'),))
     assert len(heads) == 1
-    assert MAX_HEADS == HeadBlocks().max_heads
+    assert HeadBlocks().max_heads == MAX_HEADS
 
 
 def test_a_header_value_with_a_line_break_is_refused() -> None:
