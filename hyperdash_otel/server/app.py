@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import tornado.web
 from tornado import httputil
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
+from tornado.routing import Rule
 from tornado.web import GZipContentEncoding
 
-from . import logs
+from . import _tornado_fast, logs
 from .handlers import (
     MAX_INCOMING_MESSAGE,
     HealthHandler,
@@ -29,10 +31,13 @@ from .handlers import (
     StreamHandler,
 )
 from .security import is_loopback_host
-from .static import StaticFiles
+from .static import HeadBlocks, StaticFiles
+
+if TYPE_CHECKING:
+    from tornado.web import _HandlerDelegate
 
 __all__ = ["HOSTS_REMEMBERED", "PING_INTERVAL", "PING_TIMEOUT", "Assets", "CompressDynamic",
-           "DashboardApp", "make_app", "routes", "warn_if_exposed"]
+           "DashboardApp", "make_app", "routes", "static_first", "warn_if_exposed"]
 
 log = logging.getLogger("hyperdash_otel.server")
 
@@ -137,6 +142,14 @@ class DashboardApp(tornado.web.Application):
         self._hosts_seen: dict[str | None, bool] = {}
         """The allowlist's answer per ``Host`` value (the policy never changes while the
         server runs); at most :data:`HOSTS_REMEMBERED`, forgotten all at once when full."""
+        # Host-specific routes (add_handlers) would come before the table: no shortcut.
+        self._static_rules = (static_first(self.wildcard_router.rules)
+                              if len(self.default_router.rules) == 1 else None)
+        """The static files' routes when they may be tried first (see
+        :func:`static_first`), else None."""
+        self._static_heads = HeadBlocks() if _tornado_fast.ENABLED else None
+        """The static files' pre-built response heads (``HYPERDASH_FAST_PATH=0``: none,
+        every head formatted by Tornado's ``write_headers``)."""
 
     # Tornado's router takes any message delegate (Application types it narrower).
     def find_handler(self, request: HTTPServerRequest, **kwargs: Any  # type: ignore[override]
@@ -152,11 +165,55 @@ class DashboardApp(tornado.web.Application):
             self._hosts_seen[host] = allowed
         if not allowed:
             return self.get_handler_delegate(request, MisdirectedHandler, {"ctx": self.ctx})
-        found = super().find_handler(request, **kwargs)
+        found: _HandlerDelegate | None = None
+        rules = self._static_rules
+        if rules is not None and request.path.startswith("/static/"):
+            # What RuleRouter.find_handler does, from the static rules on: every route
+            # before them was ruled out for this prefix once, when the server started.
+            for rule in rules:
+                params = rule.matcher.match(request)
+                if params is None:
+                    continue
+                if rule.target_kwargs:
+                    params["target_kwargs"] = rule.target_kwargs
+                delegate = self.wildcard_router.get_target_delegate(
+                    rule.target, request, **params)
+                if delegate is not None:
+                    found = cast("_HandlerDelegate", delegate)
+                    break
+        if found is None:
+            found = super().find_handler(request, **kwargs)
         if found.handler_class is StaticHandler:
             # A cached file's 200/206/304 without a RequestHandler; the rest goes on to it.
-            return StaticFast(found, found.handler_kwargs["files"])
+            return StaticFast(found, found.handler_kwargs["files"], self._static_heads)
         return found
+
+
+_LITERAL_FIRST_SEGMENT = re.compile(r"/([A-Za-z0-9_-]*)(?:/|\$)")
+
+
+def static_first(rules: list[Rule]) -> list[Rule] | None:
+    """The routes of the static files, when a path under ``/static/`` may go to them
+    without trying the routes before them; None otherwise.
+
+    Each request tried the seven routes before them first (a regex each: the page, the
+    API, ``/metrics``, ``/healthz``, ``/ws``). They may be skipped when every one of them
+    begins with a literal first path segment other than ``static`` (``/api/...``,
+    ``/ws$``) and has no alternative (``|``): none of them can match a path under
+    ``/static/``. A route added later that
+    is not of that form turns the shortcut off, never the other way round.
+    """
+    first = next((i for i, rule in enumerate(rules) if rule.target is StaticHandler), None)
+    if first is None:
+        return None
+    for rule in rules[:first]:
+        pattern = getattr(getattr(rule.matcher, "regex", None), "pattern", None)
+        if not isinstance(pattern, str) or "|" in pattern:
+            return None
+        head = _LITERAL_FIRST_SEGMENT.match(pattern)
+        if head is None or head.group(1) == "static":
+            return None
+    return rules[first:]
 
 
 def warn_if_exposed(ctx: ServerContext, port: int) -> bool:

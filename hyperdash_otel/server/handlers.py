@@ -30,6 +30,7 @@ from prometheus_client.exposition import choose_encoder
 from tornado.httputil import (
     HTTPHeaders,
     HTTPMessageDelegate,
+    HTTPServerRequest,
     RequestStartLine,
     ResponseStartLine,
     format_timestamp,
@@ -60,6 +61,7 @@ from ._tornado_fast import Connection, Writes
 from .static import (
     Asset,
     ByteRange,
+    HeadBlocks,
     OutsideRoot,
     StaticFiles,
     accepts_gzip,
@@ -470,6 +472,21 @@ def static_answer(asset: Asset, headers: HTTPHeaders, head: bool) -> StaticAnswe
 
 
 _REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified"}
+_HTTP_HEADERS = tuple(SECURITY_HEADERS)
+_HTTPS_HEADERS = (*SECURITY_HEADERS, ("Strict-Transport-Security", HSTS))
+
+
+def _keeps_alive(request: HTTPServerRequest) -> bool:
+    """Whether Tornado keeps this connection after the answer with no ``Connection``
+    header of its own: HTTP/1.1 without ``Connection: close``, keep-alive not switched off
+    (its ``_can_keep_alive`` and ``write_headers``)."""
+    if request.version != "HTTP/1.1":
+        return False
+    value = request.headers.get("Connection")
+    if value is not None and value.lower() == "close":
+        return False
+    params = getattr(request.connection, "params", None)
+    return params is not None and not params.no_keep_alive
 
 
 class StaticFast(HTTPMessageDelegate):
@@ -484,9 +501,13 @@ class StaticFast(HTTPMessageDelegate):
     same security headers as every other response, and the same access-log line.
     """
 
-    def __init__(self, fallback: _HandlerDelegate, files: StaticFiles) -> None:
+    def __init__(self, fallback: _HandlerDelegate, files: StaticFiles,
+                 heads: HeadBlocks | None) -> None:
         self._fallback = fallback
         self._files = files
+        self._heads = heads
+        """The server's pre-built heads; None writes every head through ``write_headers``
+        (``HYPERDASH_FAST_PATH=0``)."""
 
     def headers_received(self, start_line: RequestStartLine | ResponseStartLine,
                          headers: HTTPHeaders) -> Awaitable[None] | None:
@@ -516,19 +537,31 @@ class StaticFast(HTTPMessageDelegate):
             answer = static_answer(asset, request.headers, request.method == "HEAD")
         except (ValueError, ApiError):  # not UTF-8, outside the root, NUL, 416: the handler's
             return False
-        out = HTTPHeaders()
-        out["Date"] = format_timestamp(time.time())
-        for name, value in SECURITY_HEADERS:
-            out[name] = value
-        if request.protocol == "https":
-            out["Strict-Transport-Security"] = HSTS
-        for name, value in answer.headers:
-            out[name] = value
         connection = request.connection
         assert connection is not None
-        connection.write_headers(
-            ResponseStartLine("", answer.status, _REASONS[answer.status]), out,
-            answer.body or None)
+        if self._heads is not None and answer.status != 206 and _keeps_alive(request):
+            # The usual case: one pre-built head (only its Date line made per second) and
+            # the body in one write. HTTP1Connection.write takes a head it did not format
+            # (Tornado's documented pre-encoded form); it then has no Content-Length to
+            # check the body against, so this path is only taken where Tornado would add
+            # no Connection header of its own (HTTP/1.1, keeping the connection).
+            https = request.protocol == "https"
+            head = self._heads.head(answer.status, _REASONS[answer.status], time.time(),
+                                    (_HTTPS_HEADERS if https else _HTTP_HEADERS)
+                                    + tuple(answer.headers))
+            connection.write(head + answer.body if answer.body else head)
+        else:
+            out = HTTPHeaders()
+            out["Date"] = format_timestamp(time.time())
+            for name, value in SECURITY_HEADERS:
+                out[name] = value
+            if request.protocol == "https":
+                out["Strict-Transport-Security"] = HSTS
+            for name, value in answer.headers:
+                out[name] = value
+            connection.write_headers(
+                ResponseStartLine("", answer.status, _REASONS[answer.status]), out,
+                answer.body or None)
         connection.finish()
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("%d %s %s (%s) %.2fms", answer.status, request.method,

@@ -32,8 +32,10 @@ __all__ = [
     "MAX_CACHED_FILE",
     "MAX_CACHE_BYTES",
     "MAX_ENTRIES",
+    "MAX_HEADS",
     "Asset",
     "ByteRange",
+    "HeadBlocks",
     "OutsideRoot",
     "StaticFiles",
     "accepts_gzip",
@@ -48,6 +50,9 @@ MAX_CACHE_BYTES = 32 * 1024 * 1024
 """Bytes of bodies, identity and gzip together, kept per :class:`StaticFiles`."""
 MAX_CACHED_FILE = 4 * 1024 * 1024
 """A file larger than this is read per request, sent uncompressed, and never kept."""
+MAX_HEADS = 1024
+"""Pre-built response heads kept per :class:`HeadBlocks` (a file has about eight: 200 and
+304, identity and gzip, over http and https)."""
 GZIP_MIN = 256
 """Smaller files are sent as they are: gzip's own header would eat most of the gain."""
 
@@ -286,3 +291,58 @@ def parse_range(header: str, size: int) -> ByteRange | None | bool:
     if start >= size:
         return False
     return ByteRange(start, size - 1 if last == "" else min(int(last), size - 1))
+
+
+class HeadBlocks:
+    """A response's head as bytes, built once per distinct (status, headers) and kept, so
+    a cached file's answer formats nothing but its ``Date`` line.
+
+    ``head(status, reason, date, headers)`` gives the same bytes Tornado's
+    ``HTTP1Connection.write_headers`` writes for an ``HTTPHeaders`` filled with
+    ``Date: date`` and then ``headers`` in order (names normalised as ``HTTPHeaders`` does,
+    a repeated name's last value kept in its first place); ``tests/server`` holds the two
+    to each other. At most :data:`MAX_HEADS` heads are kept, all forgotten at once when
+    full (a new ETag or ``Last-Modified`` makes new ones; the old are never asked again).
+    """
+
+    def __init__(self, *, max_heads: int = MAX_HEADS) -> None:
+        self.max_heads = max_heads
+        self._heads: dict[tuple[int, tuple[tuple[str, str], ...]], bytes] = {}
+        self._date = (-1, b"")
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+    def head(self, status: int, reason: str, now: float,
+             headers: tuple[tuple[str, str], ...]) -> bytes:
+        """The head (status line through the blank line) for ``headers``, dated ``now``."""
+        second = int(now)
+        if second != self._date[0]:
+            self._date = (second, b"Date: " + formatdate(second, usegmt=True).encode() + b"\r\n")
+        key = (status, headers)
+        rest = self._heads.get(key)
+        if rest is None:
+            rest = self._build(headers)
+            if len(self._heads) >= self.max_heads:
+                self._heads.clear()
+            self._heads[key] = rest
+        return b"HTTP/1.1 %d %s\r\n" % (status, reason.encode()) + self._date[1] + rest
+
+    @staticmethod
+    def _build(headers: tuple[tuple[str, str], ...]) -> bytes:
+        # Tornado's HTTPHeaders: normalised names, a set replaces an earlier value in place.
+        merged: dict[str, str] = {}
+        for name, value in headers:
+            merged[_normal_name(name)] = value
+        lines = []
+        for name, value in merged.items():
+            line = f"{name}: {value}".encode("latin1")
+            if b"\r" in line or b"\n" in line:
+                raise ValueError(f"Illegal characters (CR or LF) in header: {line!r}")
+            lines.append(line + b"\r\n")
+        return b"".join(lines) + b"\r\n"
+
+
+def _normal_name(name: str) -> str:
+    """``HTTPHeaders``' spelling of a header name: ``content-type`` -> ``Content-Type``."""
+    return "-".join(part.capitalize() for part in name.split("-"))
