@@ -13,8 +13,14 @@ WebSocket event, script, style, layout, paint and the compositor commit. Three p
    of the renderer process that did the work, found through CDP ``SystemInfo``) per
    message: unlike wall time it does not count time the thread sat descheduled on a busy
    machine. Chrome's own wall-clock counters (``Performance.getMetrics`` TaskDuration,
-   ScriptDuration, LayoutDuration, RecalcStyleDuration) are printed beside it, and the CPU
-   of every Chromium process (compositor, raster, GPU and browser threads too) per message.
+   ScriptDuration, LayoutDuration, RecalcStyleDuration) are printed beside it, with the CPU
+   of the whole renderer process (its compositor and raster threads too) and of every
+   Chromium process (GPU and browser processes too) per message.
+   With ``--baseline-web DIR`` (a web/ directory of another commit) the same dashboard is
+   served twice more, by two runners alike but for their page, and phase 1 alternates
+   baseline, page, page, baseline (``--rounds`` times), each on a fresh tab, so a change is
+   a same-run comparison. The dashboard's own runner serves neither: against it an
+   identical page measured 1.9 ms per message slower on the side runner.
    The bench waits on the page with a 0.5 s timer poll, not per animation frame, so its
    own probe costs next to nothing. Messages that arrive within one frame are drawn once
    (main.js); renders are counted and printed, so that coalescing is visible, never hidden.
@@ -37,9 +43,13 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hyperdash_otel import Config, Dashboard, JobInfo
+from hyperdash_otel.server.app import Assets
+from hyperdash_otel.server.runner import Runner
 
 CHROMIUM = "/usr/bin/chromium"
 SAMPLES = 8
@@ -147,6 +157,67 @@ def start_dashboard(jobs: int) -> tuple[Dashboard, threading.Event, threading.Th
 RENDERS = "() => Number(document.body.dataset.updates || 0)"
 
 
+@dataclass
+class Cost:
+    """Phase 1 on one tab: what its ``messages`` messages cost."""
+
+    messages: int
+    renders: int
+    main_cpu: float
+    """CPU seconds of the renderer's main thread."""
+    renderer_cpu: float
+    """CPU seconds of the whole renderer process (main, compositor and raster threads)."""
+    all_cpu: float
+    """CPU seconds of every Chromium process."""
+    wall: dict[str, float]
+    """Chrome's wall-clock counters (``Performance.getMetrics``), seconds."""
+
+    def per(self, key: str) -> float:
+        """Milliseconds per message of ``main``, ``renderer``, ``all`` or a wall counter."""
+        spent = {"main": self.main_cpu, "renderer": self.renderer_cpu, "all": self.all_cpu}
+        return spent.get(key, self.wall.get(key, 0.0)) / max(self.messages, 1) * 1e3
+
+
+def open_page(browser: Any, url: str, args: argparse.Namespace) -> tuple[Any, Any]:
+    """A visible tab showing ``url`` with every chart in view, warmed up."""
+    page = browser.new_page(viewport={"width": args.width, "height": args.height})
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+    page.goto(url)
+    if page.evaluate("() => document.visibilityState") != "visible":
+        raise RuntimeError("the page is not visible: its frames would not be drawn")
+    wait_messages(page, 160)  # the replay, then 100 live messages to warm up
+    # A chart out of view is not redrawn (charts.js): every one must be in view, or
+    # the figure would leave out work a user looking at the charts pays for.
+    hidden = page.evaluate("() => [...document.querySelectorAll('.chart-box canvas')]"
+                           ".filter((c) => { const r = c.getBoundingClientRect();"
+                           " return r.bottom <= 0 || r.top >= innerHeight; })"
+                           ".map((c) => c.id)")
+    if hidden:
+        raise RuntimeError(f"charts out of view at {args.width}x{args.height}: {hidden}")
+    return page, cdp
+
+
+def measure_cost(page: Any, cdp: Any, browser_cdp: Any, messages: int) -> Cost:
+    """Phase 1 over the next ``messages`` messages of ``page``."""
+    first, first_render = int(page.evaluate(COUNT)), int(page.evaluate(RENDERS))
+    c0, m0 = cpu_times(browser_cdp), metrics(cdp)
+    wait_messages(page, first + messages)
+    c1, m1 = cpu_times(browser_cdp), metrics(cdp)
+    done = int(page.evaluate(COUNT)) - first
+    drawn = int(page.evaluate(RENDERS)) - first_render
+    spent = {key: c1[key] - c0[key] for key in c1.keys() & c0.keys()}
+    # The busiest renderer main thread is this tab's (the others are idle or closed).
+    main_cpu, pid = max(((v, p) for (kind, p), v in spent.items() if kind == "main"),
+                        default=(0.0, 0))
+    return Cost(
+        messages=done, renders=drawn, main_cpu=main_cpu,
+        renderer_cpu=spent.get(("renderer", pid), 0.0),
+        all_cpu=sum(v for (kind, _), v in spent.items() if kind != "main"),
+        wall={key: m1[key] - m0[key] for key in m1.keys() & m0.keys()},
+    )
+
+
 def trace_window(page: Any, cdp: Any, messages: int) -> tuple[list[dict[str, Any]], int]:
     """Traces the page over ``messages`` messages; returns the events and the messages."""
     events: list[dict[str, Any]] = []
@@ -205,41 +276,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1280, help="viewport width in px")
     parser.add_argument("--height", type=int, default=1200,
                         help="viewport height in px: all four charts must be in view")
+    parser.add_argument("--baseline-web", type=Path, default=None,
+                        help="a baseline page's web/ directory (templates/ and static/, e.g. "
+                             "`git archive main web | tar -x -C DIR`), served beside this "
+                             "page and measured alternately with it in the same run")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --baseline-web: rounds of baseline, page, page, baseline")
     args = parser.parse_args(argv)
+    baseline: Path | None = args.baseline_web
     from playwright.sync_api import sync_playwright
 
     load_before = os.getloadavg()
     dash, stop, worker = start_dashboard(args.jobs)
+    sides: list[Runner] = []
     try:
+        url = baseline_url = f"http://127.0.0.1:{dash.port}/"
+        if baseline is not None:
+            # The same dashboard served twice more, with this page and with the baseline's
+            # page and scripts, by two runners alike in every other way.
+            assets = Assets.locate()
+            for web in (assets, Assets(baseline / "templates", baseline / "static",
+                                       assets.chart_js)):
+                sides.append(Runner(dash, assets=web))
+                sides[-1].start_in_thread()
+            url, baseline_url = (f"http://127.0.0.1:{side.port}/" for side in sides)
         time.sleep(3.0)  # a full 50-message history before the page connects
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": args.width, "height": args.height})
-            cdp = page.context.new_cdp_session(page)
-            cdp.send("Performance.enable")
-            page.goto(f"http://127.0.0.1:{dash.port}/")
-            if page.evaluate("() => document.visibilityState") != "visible":
-                raise RuntimeError("the page is not visible: its frames would not be drawn")
-            wait_messages(page, 160)  # the replay, then 100 live messages to warm up
-            # A chart out of view is not redrawn (charts.js): every one must be in view, or
-            # the figure would leave out work a user looking at the charts pays for.
-            hidden = page.evaluate("() => [...document.querySelectorAll('.chart-box canvas')]"
-                                   ".filter((c) => { const r = c.getBoundingClientRect();"
-                                   " return r.bottom <= 0 || r.top >= innerHeight; })"
-                                   ".map((c) => c.id)")
-            if hidden:
-                raise RuntimeError(f"charts out of view at {args.width}x{args.height}: {hidden}")
-
             browser_cdp = browser.new_browser_cdp_session()
-            first, first_render = int(page.evaluate(COUNT)), int(page.evaluate(RENDERS))
-            c0, m0 = cpu_times(browser_cdp), metrics(cdp)
-            wait_messages(page, first + args.messages)
-            c1, m1 = cpu_times(browser_cdp), metrics(cdp)
-            done = int(page.evaluate(COUNT)) - first
-            drawn = int(page.evaluate(RENDERS)) - first_render
-            spent = {key: c1[key] - c0[key] for key in c1.keys() & c0.keys()}
-            main_cpu = max((v for (kind, _), v in spent.items() if kind == "main"), default=0.0)
-            all_cpu = sum(v for (kind, _), v in spent.items() if kind != "main")
+            runs: list[tuple[str, Cost]] = []
+            if baseline is not None:
+                # Alternate baseline and this page (ABBA...), each on a fresh tab, so both
+                # meet the same load; the last run keeps its tab for the trace and the heap.
+                order = ["baseline", "page", "page", "baseline"] * args.rounds
+                for name in order[:-1]:
+                    page, cdp = open_page(browser, baseline_url if name == "baseline" else url,
+                                          args)
+                    runs.append((name, measure_cost(page, cdp, browser_cdp, args.messages)))
+                    page.close()
+                last = order[-1]
+                page, cdp = open_page(browser, baseline_url if last == "baseline" else url, args)
+                runs.append((last, measure_cost(page, cdp, browser_cdp, args.messages)))
+                if last == "baseline":
+                    page.close()
+                    page, cdp = open_page(browser, url, args)
+            else:
+                page, cdp = open_page(browser, url, args)
+                runs.append(("page", measure_cost(page, cdp, browser_cdp, args.messages)))
 
             events, traced = trace_window(page, cdp, min(TRACED, args.messages))
             own = main_thread_tasks(events)
@@ -264,24 +347,33 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop.set()
         worker.join(5)
+        for side in sides:
+            side.stop()
         dash.close()
     load_after = os.getloadavg()
-
-    def per(key: str) -> float:
-        return (m1[key] - m0[key]) / done * 1e3
 
     print(f"\n## The page in Chromium: {args.jobs} jobs, {rows} table rows, {points} chart "
           f"points, {args.width}x{args.height}, visible, every chart in view\n")
     print(f"Load average {' '.join(f'{x:.2f}' for x in load_before)} before, "
           f"{' '.join(f'{x:.2f}' for x in load_after)} after.\n")
-    print("| messages | renders | main thread CPU per message | per render | main thread wall "
-          "(TaskDuration) | of it script / layout / style | all Chromium processes' CPU |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| {done:,} | {drawn:,} | **{main_cpu / done * 1e3:.2f} ms** "
-          f"| {main_cpu / max(drawn, 1) * 1e3:.2f} ms "
-          f"| {per('TaskDuration'):.2f} ms | {per('ScriptDuration'):.2f} / "
-          f"{per('LayoutDuration'):.2f} / {per('RecalcStyleDuration'):.2f} ms "
-          f"| {all_cpu / done * 1e3:.2f} ms |")
+    if baseline is not None:
+        print(f"Baseline page: `{baseline}`, alternated with this page in the same run.\n")
+    print("| page | messages | renders | main thread CPU per message | per render "
+          "| main thread wall (TaskDuration) | of it script / layout / style "
+          "| renderer process CPU | all Chromium processes' CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, cost in runs:
+        print(f"| {name} | {cost.messages:,} | {cost.renders:,} "
+              f"| **{cost.per('main'):.2f} ms** "
+              f"| {cost.main_cpu / max(cost.renders, 1) * 1e3:.2f} ms "
+              f"| {cost.per('TaskDuration'):.2f} ms | {cost.per('ScriptDuration'):.2f} / "
+              f"{cost.per('LayoutDuration'):.2f} / {cost.per('RecalcStyleDuration'):.2f} ms "
+              f"| {cost.per('renderer'):.2f} ms | {cost.per('all'):.2f} ms |")
+    if baseline is not None:
+        for name in ("baseline", "page"):
+            mains = [cost.per("main") for n, cost in runs if n == name]
+            print(f"\n{name}: main thread CPU per message, mean of {len(mains)} runs: "
+                  f"{sum(mains) / len(mains):.2f} ms")
     print(f"\nWhere the main thread's time goes ({traced:,} traced messages, self wall time):\n")
     print("| event | ms per message |")
     print("|---|---|")
