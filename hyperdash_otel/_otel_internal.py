@@ -35,6 +35,8 @@ from opentelemetry.exporter import prometheus as exporter_module
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_attribute
 from opentelemetry.sdk import metrics as sdk_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
 from opentelemetry.sdk.metrics.export import (
     Gauge,
     Histogram,
@@ -44,9 +46,10 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-__all__ = ["ENABLED", "ENV", "EXPORTER_WRITTEN_FOR", "NAME_CACHE_SIZE", "SDK_WRITTEN_FOR",
-           "SHARES_COLLECTION", "TRANSLATES", "DashboardReader", "TranslatingCollector",
-           "decide", "exporter_preferences", "sdk_gauge_class", "set_collect_callback"]
+__all__ = ["ASCII_MARK", "ENABLED", "ENV", "EXPORTER_WRITTEN_FOR", "NAME_CACHE_SIZE",
+           "SDK_WRITTEN_FOR", "SHARES_COLLECTION", "TRANSLATES", "DashboardReader",
+           "TranslatingCollector", "decide", "exporter_preferences", "known_ascii",
+           "sdk_gauge_class", "set_collect_callback", "translating"]
 
 log = logging.getLogger("hyperdash_otel")
 
@@ -158,6 +161,16 @@ TRANSLATES = _translates()
 """Whether :class:`DashboardReader` translates with :class:`TranslatingCollector`."""
 
 
+ASCII_MARK = "_hyperdash_ascii"
+"""Attribute a family made by :class:`TranslatingCollector` carries: True when every one of
+its strings is ASCII (then it has no surrogate to clean: see :func:`known_ascii`)."""
+
+
+def known_ascii(family: Any) -> bool:
+    """True for a family :class:`TranslatingCollector` made whose strings are all ASCII."""
+    return getattr(family, "__dict__", {}).get(ASCII_MARK) is True
+
+
 class TranslatingCollector(_Collector or object):  # type: ignore[misc]
     """The exporter's collector, with the translation of each name done once.
 
@@ -165,7 +178,9 @@ class TranslatingCollector(_Collector or object):  # type: ignore[misc]
     label key of every data point, on every collection: at 27 series that is most of the
     translation, at 10,000 series four substitutions per series. The names do not change
     between collections, so their translations are kept (at most :data:`NAME_CACHE_SIZE`);
-    the families are the same, sample for sample, label order included.
+    the families are the same, sample for sample, label order included. Each family is
+    marked with whether its strings are all ASCII (:data:`ASCII_MARK`), seen on the way,
+    so that the dashboard need not look at every label again for surrogates.
     """
 
     _names: dict[str, str]
@@ -191,18 +206,20 @@ class TranslatingCollector(_Collector or object):  # type: ignore[misc]
         metric_name = self._resolve_metric_name(metric.name)
         description = metric.description or ""
         unit = self._cached(self._units, metric.unit or "", map_unit)
-        label_keys, label_rows, values = self._collect_data_points(
+        label_keys, label_rows, values, ascii_only = self._points(
             metric.data, scope_attrs, resource_attrs)
         per_metric_family_id = "|".join((metric_name, description, unit))
         convert_sum_to_gauge = exporter_module._should_convert_sum_to_gauge(metric)
         data = metric.data
         populate: Callable[..., None]
+        factory: type
         if isinstance(data, Sum) and not convert_sum_to_gauge:
-            populate = exporter_module._populate_counter_family
+            populate, factory = exporter_module._populate_counter_family, CounterMetricFamily
         elif isinstance(data, Gauge) or convert_sum_to_gauge:
-            populate = exporter_module._populate_gauge_family
+            populate, factory = exporter_module._populate_gauge_family, GaugeMetricFamily
         elif isinstance(data, Histogram):
-            populate = exporter_module._populate_histogram_family
+            populate, factory = (exporter_module._populate_histogram_family,
+                                 HistogramMetricFamily)
         else:
             exporter_module._logger.warning("Unsupported metric data. %s", type(data))
             return
@@ -210,10 +227,27 @@ class TranslatingCollector(_Collector or object):  # type: ignore[misc]
                  per_metric_family_id=per_metric_family_id, metric_name=metric_name,
                  description=description, unit=unit, label_keys=label_keys,
                  label_rows=label_rows, values=values)
+        # The name, the label keys and the unit are sanitised to ASCII by the exporter, so
+        # only the description and the label values can hold a surrogate; a family fed by
+        # two metrics is ASCII when both are.
+        # (The family's key as the exporter makes it; a release that made it otherwise
+        # leaves the family unmarked, and it is looked at as before.)
+        family = metric_family_id_metric_family.get(
+            "|".join((per_metric_family_id, factory.__name__)))
+        if family is not None:
+            family.__dict__[ASCII_MARK] = (
+                family.__dict__.get(ASCII_MARK, True) and ascii_only
+                and description.isascii() and metric_name.isascii() and unit.isascii())
 
     def _collect_data_points(
         self, metric_data: Any, scope_attrs: dict[str, Any], resource_attrs: dict[str, Any],
     ) -> tuple[list[str], list[list[str]], list[Any]]:
+        return self._points(metric_data, scope_attrs, resource_attrs)[:3]
+
+    def _points(
+        self, metric_data: Any, scope_attrs: dict[str, Any], resource_attrs: dict[str, Any],
+    ) -> tuple[list[str], list[list[str]], list[Any], bool]:
+        """:meth:`_collect_data_points`, and whether every label value is ASCII."""
         # As the exporter's: a label per attribute (resource, then scope, then the point's:
         # a later one of the same label wins), every family's label set the union of its
         # points', missing ones "". The resource and scope labels are worked out once per
@@ -224,6 +258,7 @@ class TranslatingCollector(_Collector or object):  # type: ignore[misc]
         for key, value in (*resource_attrs.items(), *scope_attrs.items()):
             label = keys_cache.get(key) or self._cached(keys_cache, key, sanitize_attribute)
             common[label] = value if value.__class__ is str else check(value)
+        ascii_only = all(value.isascii() for value in common.values())
         keys = set(common)
         rows: list[dict[str, str]] = []
         values: list[Any] = []
@@ -231,7 +266,9 @@ class TranslatingCollector(_Collector or object):  # type: ignore[misc]
             labels = common.copy()
             for key, value in point.attributes.items():
                 label = keys_cache.get(key) or self._cached(keys_cache, key, sanitize_attribute)
-                labels[label] = value if value.__class__ is str else check(value)
+                text = labels[label] = value if value.__class__ is str else check(value)
+                if ascii_only and not text.isascii():
+                    ascii_only = False
             keys.update(labels)
             rows.append(labels)
             if isinstance(point, HistogramDataPoint):
@@ -241,7 +278,7 @@ class TranslatingCollector(_Collector or object):  # type: ignore[misc]
                 values.append(point.value)
         label_keys = sorted(keys)
         label_rows = [[labels.get(k, "") for k in label_keys] for labels in rows]
-        return label_keys, label_rows, values
+        return label_keys, label_rows, values, ascii_only
 
 
 def translating(collector: Any) -> bool:

@@ -129,3 +129,26 @@ def test_a_reader_of_its_own_translates_too() -> None:
     kind = type(reader._collector)
     assert (kind is internal.TranslatingCollector) is internal.TRANSLATES
     reader.shutdown()
+
+
+def test_only_families_whose_strings_are_all_ascii_are_marked(dash: Dashboard) -> None:
+    meter = dash.meter_provider.get_meter("tests.translate")
+    meter.create_gauge("plain").set(1, {"tenant": "t1"})
+    meter.create_gauge("accented").set(1, {"tenant": "é"})
+    meter.create_gauge("described", description="Tiefe ä").set(1)
+    meter.create_counter("odd").add(1, {"n": 7})  # a value not str: its JSON is ASCII
+    collector = translated(dash)
+    marks = {f.name: internal.known_ascii(f) for f in collector.collect()}
+    assert {k: marks[k] for k in ("plain", "accented", "described", "odd", "target")} == {
+        "plain": True, "accented": False, "described": False, "odd": True, "target": False}
+
+
+def test_a_surrogate_that_appears_later_is_cleaned_on_the_next_tick(dash: Dashboard) -> None:
+    gauge = dash.meter_provider.get_meter("tests.translate").create_gauge("files")
+    gauge.set(1, {"file": "a.txt"})
+    translated(dash)
+    assert dash.snapshot()["custom"]["files"][0]["labels"]["file"] == "a.txt"
+    gauge.set(2, {"file": "b-\udcff.txt"})
+    assert [s["labels"]["file"] for s in dash.snapshot()["custom"]["files"]] == [
+        "a.txt", "b-\ufffd.txt"]
+    assert 'file="b-\ufffd.txt"' in dash.metrics_text()
