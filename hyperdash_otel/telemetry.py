@@ -11,11 +11,13 @@ import atexit
 import contextlib
 import logging
 import math
+import operator
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Literal
 
 from opentelemetry.metrics import Meter
@@ -40,7 +42,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import CollectorRegistry
 
-from ._otel_internal import SHARES_COLLECTION, DashboardReader, sdk_gauge_class
+from ._otel_internal import (
+    SHARES_COLLECTION,
+    DashboardReader,
+    known_ascii,
+    sdk_gauge_class,
+)
 from .otel import (
     DEFAULT_SERVICE_NAME,
     OtlpSettings,
@@ -241,20 +248,29 @@ class _NameReservation:
         return ()
 
 
+_NAME = operator.attrgetter("name")
+_LABELS = operator.attrgetter("labels")
+_EXEMPLAR = operator.attrgetter("exemplar")
+
+
 def _family_text(fam: Metric) -> str | None:
     """Every string of a family joined into one, to look for surrogates in a single pass
-    (a tick collects thousands of series); None when a part is not a ``str``."""
-    parts: list[str] = [fam.name, fam.documentation, fam.unit]
-    for s in fam.samples:
-        parts.append(s.name)
-        parts.extend(s.labels)
-        parts.extend(s.labels.values())
-        if s.exemplar is not None:
-            parts.extend(s.exemplar.labels)
-            parts.extend(s.exemplar.labels.values())
+    (a tick collects thousands of series); None when a part is not a ``str``.
+
+    Iterated in C (``map``, ``chain``): at 10,000 series a Python loop over the samples
+    was most of what a tick adds to the collect.
+    """
+    samples = fam.samples
     try:
-        return "".join(parts)
-    except TypeError:  # a hand-made collector's non-str label: look at each part
+        labels = list(map(_LABELS, samples))
+        # filter(None): an Exemplar is a non-empty tuple, so only the None ones go.
+        exemplars = [e.labels for e in filter(None, map(_EXEMPLAR, samples))]
+        return "".join(chain(
+            (fam.name, fam.documentation, fam.unit), map(_NAME, samples),
+            chain.from_iterable(labels), chain.from_iterable(map(dict.values, labels)),
+            chain.from_iterable(exemplars), chain.from_iterable(map(dict.values, exemplars)),
+        ))
+    except TypeError:  # a hand-made collector's non-str label (or labels not a dict)
         return None
 
 
@@ -282,6 +298,8 @@ def clean_families(families: Iterable[Metric], warned: set[str]) -> list[Metric]
     """
     out = list(families)
     for fam in out:
+        if known_ascii(fam):  # looked at on its way through the exporter
+            continue
         joined = _family_text(fam)
         if joined is not None and not has_surrogates(joined):
             continue
