@@ -1,6 +1,7 @@
 """One tick's fan-out to N WebSocket clients: the shared pre-framed bytes written without
-a Future (what the server does) against Tornado's ``write_message`` per client (the
-baseline: frames per client and allocates a Future, like the original's per-client write).
+a Future (what the server does, to the connections it upgraded itself) against Tornado's
+``WebSocketHandler`` and its ``write_message`` per client (the baseline: frames per client
+and allocates a Future, like the original's per-client write).
 
 The clients are raw sockets in a second process that read and discard. The tick is
 driven by hand on the server's loop so that only the fan-out is timed; between ticks the
@@ -18,7 +19,7 @@ import time
 from typing import Any
 
 from hyperdash_otel import Config, Dashboard, JobInfo
-from hyperdash_otel.server import handlers
+from hyperdash_otel.server import _tornado_fast, handlers
 from hyperdash_otel.server.stream import Frame, encode_snapshot, text_frame
 
 TICKS = 20
@@ -46,6 +47,7 @@ def _payload_of(frame: bytes) -> bytes:
 
 
 def run(clients: int, mode: str) -> dict[str, float]:
+    own_upgrade = _tornado_fast.OWN_UPGRADE
     # Every client comes from 127.0.0.1: the per-address limits, meant for many addresses,
     # are lifted (they cost nothing per tick; the fan-out is what is measured).
     dash = Dashboard(Config(port=0, update_interval=3600, max_clients=clients + 10,
@@ -56,10 +58,16 @@ def run(clients: int, mode: str) -> dict[str, float]:
                              progress=i * 2, provider=("aws", "azure", "gcp")[i % 3],
                              vm_name=f"vm-{i}"))
     original = handlers.StreamHandler.offer
+    written = [0]
     if mode == "write_message":
+        # The baseline needs Tornado's WebSocketHandler on every connection: the server's
+        # own upgrade (plain TCP) would hand the clients to its slotted connections instead.
+        _tornado_fast.OWN_UPGRADE = False
+
         def offer(self: handlers.StreamHandler, frame: bytes) -> bool:
             if self.ws_connection is not None and not self.ws_connection.is_closing():
                 self.write_message(_payload_of(frame))
+                written[0] += 1
             return True
         handlers.StreamHandler.offer = offer  # type: ignore[method-assign]
     dash.start_in_thread()
@@ -96,6 +104,9 @@ def run(clients: int, mode: str) -> dict[str, float]:
             return times, watch
 
         times, watch = asyncio.run_coroutine_threadsafe(ticks(), loop).result(120)
+        if mode == "write_message" and written[0] != clients * TICKS:
+            raise RuntimeError(f"the baseline wrote {written[0]} messages, not "
+                               f"{clients * TICKS}: it did not measure write_message")
         return {"tick": statistics.median(times), "full_gc": watch.full,
                 "gc": watch.collections, "gc_pause": watch.longest,
                 "clients": fanout.clients, "bytes": len(payload)}
@@ -107,6 +118,7 @@ def run(clients: int, mode: str) -> dict[str, float]:
             proc.stdout.close()
         dash.close()
         handlers.StreamHandler.offer = original  # type: ignore[method-assign]
+        _tornado_fast.OWN_UPGRADE = own_upgrade
 
 
 def main(sizes: tuple[int, ...] = (500, 2000)) -> None:
