@@ -463,8 +463,6 @@ class FleetSource:
         client = self._alertmanager
         if client is None:
             return [], None
-        with self._lock:
-            was_ok = self._state.alertmanager_ok
         try:
             payload = client.get_json("/api/v2/alerts", {
                 "active": "true", "silenced": "false", "inhibited": "false"})
@@ -475,12 +473,23 @@ class FleetSource:
             alerts = from_alertmanager(ours)
         except (FetchError, ValueError) as exc:
             self._fetch_errors.add(1, {"peer": "alertmanager"})
-            if was_ok is not False:
+            if self._alertmanager_answered(False):
                 log.warning("hyperdash fleet: Alertmanager unreachable (%s)", exc)
             return [], False
-        if was_ok is False:
+        if self._alertmanager_answered(True):
             log.warning("hyperdash fleet: Alertmanager answers again")
         return alerts, True
+
+    def _alertmanager_answered(self, ok: bool) -> bool:
+        """Record whether Alertmanager answered, in one step under the lock; True when that
+        is worth a log line: a new outage (or never reached), or the end of one. Refreshes
+        may run at once (the background one and a caller's): each outage is logged once."""
+        with self._lock:
+            was_ok = self._state.alertmanager_ok
+            self._state.alertmanager_ok = ok
+        if ok:
+            return was_ok is False
+        return was_ok is not False
 
 
 def _concerns(alert: dict[str, Any], instances: set[str], matchers: tuple[Matcher, ...]) -> bool:

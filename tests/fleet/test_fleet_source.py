@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from support import require_binary, free_port
 import json
+import http.server
 import logging
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -152,6 +155,55 @@ def test_an_unreachable_alertmanager_leaves_the_instances_alerts(
         assert len(warnings) == 1
     finally:
         source.close()
+
+
+class _SlowFailingAlertmanager(http.server.BaseHTTPRequestHandler):
+    """Answers every request 503, after a delay long enough that concurrent refreshes are
+    all waiting on it at once (a deliberately slow peer, not synchronisation)."""
+
+    def do_GET(self) -> None:
+        time.sleep(0.5)
+        self.send_error(503)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_refreshes_at_once_log_one_alertmanager_outage(
+    setup: Setup, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The background refresh and a caller's may overlap: the outage is still one line.
+    alertmanager = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowFailingAlertmanager)
+    serving = threading.Thread(target=alertmanager.serve_forever, daemon=True)
+    serving.start()
+    source = FleetSource(FleetConfig(prometheus=setup.prometheus.base,
+                                     alertmanager=f"http://127.0.0.1:{alertmanager.server_port}",
+                                     refresh_interval=60), Config(port=0))
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def refresh() -> None:
+        try:
+            start.wait(timeout=10)
+            source.refresh()
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="hyperdash_otel.fleet"):
+            threads = [threading.Thread(target=refresh) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=30)
+        assert not errors and not any(t.is_alive() for t in threads)
+        assert source.snapshot()["fleet"]["alertmanager"] == "unreachable"
+        warnings = [r for r in caplog.records if "Alertmanager unreachable" in r.getMessage()]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    finally:
+        source.close()
+        alertmanager.shutdown()
+        alertmanager.server_close()
 
 
 def test_max_instances_bounds_the_record_fetches_not_the_sums(setup: Setup) -> None:
