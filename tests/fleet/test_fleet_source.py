@@ -7,7 +7,6 @@ import json
 import http.server
 import logging
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -157,12 +156,23 @@ def test_an_unreachable_alertmanager_leaves_the_instances_alerts(
         source.close()
 
 
-class _SlowFailingAlertmanager(http.server.BaseHTTPRequestHandler):
-    """Answers every request 503, after a delay long enough that concurrent refreshes are
-    all waiting on it at once (a deliberately slow peer, not synchronisation)."""
+class _GatedFailingAlertmanager(http.server.BaseHTTPRequestHandler):
+    """Answers every request 503, but only once ``GATHER`` requests are in flight at once
+    (at most ``DEADLINE`` s): the refreshes' fetches are then sure to overlap."""
+
+    GATHER = 4
+    DEADLINE = 10.0
+    arrived = 0
+    lock = threading.Lock()
+    gathered = threading.Event()
 
     def do_GET(self) -> None:
-        time.sleep(0.5)
+        cls = type(self)
+        with cls.lock:
+            cls.arrived += 1
+            if cls.arrived >= cls.GATHER:
+                cls.gathered.set()
+        cls.gathered.wait(cls.DEADLINE)
         self.send_error(503)
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -173,7 +183,7 @@ def test_refreshes_at_once_log_one_alertmanager_outage(
     setup: Setup, caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The background refresh and a caller's may overlap: the outage is still one line.
-    alertmanager = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowFailingAlertmanager)
+    alertmanager = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GatedFailingAlertmanager)
     serving = threading.Thread(target=alertmanager.serve_forever, daemon=True)
     serving.start()
     source = FleetSource(FleetConfig(prometheus=setup.prometheus.base,
@@ -199,6 +209,7 @@ def test_refreshes_at_once_log_one_alertmanager_outage(
         assert not errors and not any(t.is_alive() for t in threads)
         assert source.snapshot()["fleet"]["alertmanager"] == "unreachable"
         warnings = [r for r in caplog.records if "Alertmanager unreachable" in r.getMessage()]
+        assert _GatedFailingAlertmanager.gathered.is_set()  # the fetches did overlap
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
     finally:
         source.close()
