@@ -539,25 +539,21 @@ class StaticFast(HTTPMessageDelegate):
             return False
         connection = request.connection
         assert connection is not None
+        headers = ((_HTTPS_HEADERS if request.protocol == "https" else _HTTP_HEADERS)
+                   + tuple(answer.headers))
         if self._heads is not None and answer.status != 206 and _keeps_alive(request):
             # The usual case: one pre-built head (only its Date line made per second) and
             # the body in one write. HTTP1Connection.write takes a head it did not format
             # (Tornado's documented pre-encoded form); it then has no Content-Length to
             # check the body against, so this path is only taken where Tornado would add
             # no Connection header of its own (HTTP/1.1, keeping the connection).
-            https = request.protocol == "https"
             head = self._heads.head(answer.status, _REASONS[answer.status], time.time(),
-                                    (_HTTPS_HEADERS if https else _HTTP_HEADERS)
-                                    + tuple(answer.headers))
+                                    headers)
             connection.write(head + answer.body if answer.body else head)
         else:
             out = HTTPHeaders()
             out["Date"] = format_timestamp(time.time())
-            for name, value in SECURITY_HEADERS:
-                out[name] = value
-            if request.protocol == "https":
-                out["Strict-Transport-Security"] = HSTS
-            for name, value in answer.headers:
+            for name, value in headers:
                 out[name] = value
             connection.write_headers(
                 ResponseStartLine("", answer.status, _REASONS[answer.status]), out,
