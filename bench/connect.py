@@ -1,4 +1,9 @@
-"""Connect cost in process: ``/ws``'s own upgrade against Tornado's, alternating in one run.
+"""Connect cost in process: ``/ws``'s upgrades against Tornado's, alternating in one run.
+
+Three ways of answering ``/ws`` take turns: the quick upgrade (:mod:`hyperdash_otel.server.
+quick`: the request head read and answered below Tornado's HTTP layer), the own upgrade
+from the handler (Tornado parses and routes, the handler sends the 101 and detaches), and
+Tornado's ``WebSocketHandler``.
 
 One server (a Dashboard with 50 jobs and a full 50-message history, so each new client
 gets the replay it gets in production) serves from its thread; a client process opens
@@ -35,6 +40,12 @@ from hyperdash_otel import Config, Dashboard, JobInfo
 from hyperdash_otel.server import _tornado_fast
 from hyperdash_otel.server.runner import Runner
 
+VARIANTS = {
+    "quick": ("own, quick (hyperdash's default)", True, True),
+    "handler": ("own, from the handler", True, False),
+    "tornado": ("Tornado's WebSocketHandler", False, False),
+}
+"""Name: (table label, ``OWN_UPGRADE``, ``QUICK_UPGRADE``)."""
 BATCH = 50
 DEADLINE = 120.0
 HANDSHAKE = ("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -170,12 +181,12 @@ def main(argv: list[str]) -> None:
                 raise RuntimeError(f"the client process failed on {word!r}")
 
         n = args.clients
-        results: dict[bool, list[tuple[float, float, int, float, float]]] = {True: [],
-                                                                             False: []}
+        results: dict[str, list[tuple[float, float, int, float, float]]] = {
+            name: [] for name in VARIANTS}
         print(f"replay: {ctx.fanout.history_bytes:,} bytes per new client")
-        order = [own for _ in range(args.rounds) for own in (True, False)]
+        order = [name for _ in range(args.rounds) for name in VARIANTS]
         for own in order:
-            _tornado_fast.OWN_UPGRADE = own
+            _tornado_fast.OWN_UPGRADE, _tornado_fast.QUICK_UPGRADE = VARIANTS[own][1:]
             gc.collect()
             objects = len(gc.get_objects())
             clock.seconds, clock.full = 0.0, 0
@@ -191,7 +202,7 @@ def main(argv: list[str]) -> None:
             gc.collect()
             per_conn = (len(gc.get_objects()) - objects) / n
             results[own].append((cpu / n * 1e6, gc_seconds / n * 1e6, full, per_conn, kernel))
-            print(f"  {'own' if own else 'tornado'}: {cpu / n * 1e6:.0f} µs loop CPU per "
+            print(f"  {own}: {cpu / n * 1e6:.0f} µs loop CPU per "
                   f"connection ({kernel:.0%} in the kernel), GC {gc_seconds * 1e3:.0f} ms "
                   f"({full} full), "
                   f"{per_conn:.1f} objects per connection", flush=True)
@@ -206,18 +217,21 @@ def main(argv: list[str]) -> None:
         print("| upgrade | loop thread CPU per connection (median) | in the kernel | of it GC "
               "| full collections per round | GC-tracked objects per connection |")
         print("|---|---|---|---|---|---|")
-        for own, name in ((False, "Tornado's WebSocketHandler"), (True, "own (fast path)")):
+        for own, (name, _, _) in VARIANTS.items():
             rows = results[own]
             print(f"| {name} | {statistics.median(r[0] for r in rows):.0f} µs | "
                   f"{statistics.median(r[4] for r in rows):.0%} | "
                   f"{statistics.median(r[1] for r in rows):.0f} µs | "
                   f"{statistics.median(r[2] for r in rows):g} | "
                   f"{statistics.median(r[3] for r in rows):.1f} |")
-        ratio = (statistics.median(r[0] for r in results[True])
-                 / statistics.median(r[0] for r in results[False]))
-        print(f"\nown / Tornado's, loop CPU per connection: {ratio:.2f}x")
+        tornado = statistics.median(r[0] for r in results["tornado"])
+        print()
+        for own in ("quick", "handler"):
+            ratio = statistics.median(r[0] for r in results[own]) / tornado
+            print(f"{own} / Tornado's, loop CPU per connection: {ratio:.2f}x")
     finally:
         _tornado_fast.OWN_UPGRADE = _tornado_fast.ENABLED
+        _tornado_fast.QUICK_UPGRADE = _tornado_fast.ENABLED
         if client is not None:
             try:
                 if client.stdin is not None:

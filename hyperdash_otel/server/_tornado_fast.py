@@ -19,6 +19,11 @@ On the fast path ``/ws`` also upgrades plain-TCP connections itself (:data:`OWN_
 and ``_reason``), and a :class:`Connection` replaces Tornado's ``WebSocketHandler`` for
 the connection's life, through public ``IOStream`` calls plus :class:`FastWrites`'s
 internals. TLS connections, and the public path, keep Tornado's upgrade.
+
+Below that, :mod:`.quick` reads each new plain-TCP connection's first request head itself
+(:data:`QUICK_UPGRADE`) and answers a simple ``/ws`` handshake without Tornado's HTTP
+layer; a head it does not answer goes back with :func:`unread`, which writes to
+``IOStream``'s ``_read_buffer`` and ``_read_buffer_size``.
 """
 
 from __future__ import annotations
@@ -49,9 +54,10 @@ except ImportError:  # pragma: no cover (not POSIX)
     SIOCOUTQ = None
 _INT_ZERO = bytes(4)  # the ioctl's int argument
 
-__all__ = ["CLOSE_WAIT", "ENABLED", "ENV", "OWN_UPGRADE", "READ_CHUNK", "UPGRADE_ENV",
-           "WRITTEN_FOR", "Connection", "FastWrites", "Owner", "PublicWrites", "Writes",
-           "close_frame", "decide", "response_head", "split_frames", "write_now"]
+__all__ = ["CLOSE_WAIT", "ENABLED", "ENV", "OWN_UPGRADE", "QUICK_ENV", "QUICK_UPGRADE",
+           "READ_CHUNK", "UPGRADE_ENV", "WRITTEN_FOR", "Connection", "FastWrites", "Owner",
+           "PublicWrites", "Writes", "close_frame", "decide", "response_head",
+           "split_frames", "unread", "write_now"]
 
 log = logging.getLogger("hyperdash_otel.server")
 
@@ -87,6 +93,26 @@ OWN_UPGRADE = ENABLED and os.environ.get(UPGRADE_ENV, "").strip() != "0"
 """Whether ``/ws`` upgrades plain-TCP connections itself (:class:`Connection`) instead of
 through Tornado's ``WebSocketHandler``: the fast path, unless :data:`UPGRADE_ENV` is
 ``0``. Read on each upgrade, so tests can compare both."""
+
+
+QUICK_ENV = "HYPERDASH_QUICK_UPGRADE"
+"""Environment variable: ``0`` keeps ``/ws``'s own upgrade in its ``RequestHandler``
+(after Tornado's HTTP/1.1 parsing and routing) instead of :mod:`.quick`'s, to compare the
+two in the benches."""
+QUICK_UPGRADE = OWN_UPGRADE and os.environ.get(QUICK_ENV, "").strip() != "0"
+"""Whether a new plain-TCP connection's first request head is read by
+:class:`~hyperdash_otel.server.quick.QuickUpgrade`, which answers a ``/ws`` upgrade that
+passes every check itself and hands anything else to Tornado (:func:`unread`). Read on
+each connection, so tests can compare."""
+
+
+def unread(stream: IOStream, data: bytes) -> None:
+    """Put ``data``, just read from ``stream``, back in front of its read buffer: the next
+    read (Tornado's HTTP/1.1 connection reading the request head) sees it first. Only
+    between reads (no read pending, no user buffer), as :mod:`.quick` calls it."""
+    assert stream._read_future is None and not stream._user_read_buffer
+    stream._read_buffer[:0] = data
+    stream._read_buffer_size += len(data)
 
 
 def write_now(stream: IOStream, data: bytes) -> None:

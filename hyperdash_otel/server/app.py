@@ -151,10 +151,8 @@ class DashboardApp(tornado.web.Application):
         """The static files' pre-built response heads (``HYPERDASH_FAST_PATH=0``: none,
         every head formatted by Tornado's ``write_headers``)."""
 
-    # Tornado's router takes any message delegate (Application types it narrower).
-    def find_handler(self, request: HTTPServerRequest, **kwargs: Any  # type: ignore[override]
-                     ) -> httputil.HTTPMessageDelegate:
-        host = request.headers.get("Host")
+    def host_allowed(self, host: str | None) -> bool:
+        """The Host allowlist's answer for this ``Host`` value (None: no header)."""
         allowed = self._hosts_seen.get(host)
         if allowed is None:
             # Parsing the value costs more than the rest of this check, on every request
@@ -163,7 +161,12 @@ class DashboardApp(tornado.web.Application):
             if len(self._hosts_seen) >= HOSTS_REMEMBERED:
                 self._hosts_seen.clear()
             self._hosts_seen[host] = allowed
-        if not allowed:
+        return allowed
+
+    # Tornado's router takes any message delegate (Application types it narrower).
+    def find_handler(self, request: HTTPServerRequest, **kwargs: Any  # type: ignore[override]
+                     ) -> httputil.HTTPMessageDelegate:
+        if not self.host_allowed(request.headers.get("Host")):
             return self.get_handler_delegate(request, MisdirectedHandler, {"ctx": self.ctx})
         found: _HandlerDelegate | None = None
         rules = self._static_rules

@@ -91,6 +91,7 @@ __all__ = [
     "ServerContext",
     "StaticHandler",
     "StreamHandler",
+    "open_upgraded",
 ]
 
 log = logging.getLogger("hyperdash_otel.server")
@@ -736,6 +737,29 @@ class HealthHandler(_Common):
     head = get
 
 
+def open_upgraded(ctx: ServerContext, stream: IOStream, head: bytes,
+                  settings: dict[str, Any]) -> Connection:
+    """A plain-TCP stream whose upgrade to ``/ws`` passed every check (its place in the
+    fan-out reserved) becomes a :class:`~._tornado_fast.Connection`: subscribed, the 101
+    ``head`` sent with the replay in one write, the client's frames read. ``settings``
+    are the application's (the keep-alive's ping interval and timeout)."""
+    fanout = ctx.fanout
+    upgraded = ctx.upgraded
+    ws = Connection(stream, head, max_message=MAX_INCOMING_MESSAGE, owner=upgraded)
+    upgraded.open.add(ws)
+    try:
+        stream.socket.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
+    except OSError:  # an old kernel: skip the cap
+        log.debug("hyperdash: TCP_NOTSENT_LOWAT not available", exc_info=True)
+    stream.set_nodelay(True)
+    stream.max_write_buffer_size = fanout.history_bytes + WRITE_BUFFER_SLACK
+    fanout.keep_alive(settings.get("websocket_ping_interval"),
+                      settings.get("websocket_ping_timeout"))
+    fanout.subscribe(ws)  # writes the 101 and the replay
+    ws.start()  # the 101 if there was no replay; then reads the client's frames
+    return ws
+
+
 class StreamHandler(_Common, Writes):
     """``/ws``: the live stream. The handler subscribes, unsubscribes and writes; the
     fan-out decides what and when. The writes (``unsent``, ``send``, ``offer``) come from
@@ -815,7 +839,6 @@ class StreamHandler(_Common, Writes):
         if type(getattr(connection, "stream", None)) is not IOStream:
             return False
         ctx = self.ctx
-        fanout = ctx.fanout
         self.clear_header("Content-Type")
         self.set_status(101)
         self.set_header("Upgrade", "websocket")
@@ -826,20 +849,7 @@ class StreamHandler(_Common, Writes):
         stream = self.detach()
         self.application.log_request(self)
         self._reserved = False  # the connection gives the place back when it closes
-        upgraded = ctx.upgraded
-        ws = Connection(stream, head, max_message=MAX_INCOMING_MESSAGE, owner=upgraded)
-        upgraded.open.add(ws)
-        try:
-            stream.socket.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
-        except OSError:  # an old kernel: skip the cap
-            log.debug("hyperdash: TCP_NOTSENT_LOWAT not available", exc_info=True)
-        stream.set_nodelay(True)
-        stream.max_write_buffer_size = fanout.history_bytes + WRITE_BUFFER_SLACK
-        settings = self.settings
-        fanout.keep_alive(settings.get("websocket_ping_interval"),
-                          settings.get("websocket_ping_timeout"))
-        fanout.subscribe(ws)  # writes the 101 and the replay
-        ws.start()  # the 101 if there was no replay; then reads the client's frames
+        open_upgraded(ctx, stream, head, self.settings)
         return True
 
     def check_origin_header(self, origin: str | None) -> bool:

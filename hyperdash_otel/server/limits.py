@@ -297,6 +297,16 @@ class RequestLimits:
                 return Refusal(reason="too many requests", retry_after=wait)
         return None
 
+    def allows(self, address: str) -> bool:
+        """Whether :meth:`check` would let a request from ``address`` through now. Counts
+        and takes nothing: for a caller that may still hand the request to :meth:`check`
+        elsewhere (``/ws``'s quick upgrade)."""
+        now = self._clock()
+        return not (
+            (self.failures is not None and self.failures.wait(address, now=now) > 0)
+            or (self.requests is not None and self.requests.wait(address, now=now) > 0)
+        )
+
     def failed_auth(self, address: str) -> None:
         if self.failures is not None:
             self.failures.take(address, now=self._clock())

@@ -12,13 +12,14 @@ far less often in the first place.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tornado import httputil
 from tornado.http1connection import HTTP1ServerConnection
@@ -26,7 +27,11 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
+from . import _tornado_fast
 from .limits import ConnectionTable, LogThrottle
+
+if TYPE_CHECKING:
+    from .quick import QuickUpgrade
 
 __all__ = ["ACCEPT_BACKOFF", "LOG_INTERVAL", "Acceptor", "GuardedHTTPServer"]
 
@@ -47,6 +52,8 @@ ACCEPTS_PER_WAKEUP = 128
 own figure)."""
 EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 """accept() errors that mean "no resources now": retried later, never in a loop."""
+HEAD_END = rb"\r?\n\r?\n"
+"""Where a request head ends: the pattern Tornado's HTTP/1.1 connection reads up to."""
 
 
 class Acceptor:
@@ -184,12 +191,16 @@ class GuardedHTTPServer(HTTPServer):
     ``header_timeout`` (seconds) closes a connection that has not sent a complete request
     head that long after connecting or after its previous response; ``connections`` holds
     the caps. WebSocket connections leave the table once upgraded (``max_clients`` bounds
-    them). Construct with ``GuardedHTTPServer(app, connections=..., header_timeout=...,
-    **HTTPServer options)``.
+    them). With ``quick`` (plain TCP only) each new connection's first request head is read
+    here and offered to :class:`~hyperdash_otel.server.quick.QuickUpgrade`; what it does
+    not take goes back to the stream for Tornado, with the same limits (``max_header_size``,
+    the header timeout). Construct with ``GuardedHTTPServer(app, connections=...,
+    header_timeout=..., quick=..., **HTTPServer options)``.
     """
 
     connections: ConnectionTable[IOStream]
     acceptors: list[Acceptor]
+    quick: QuickUpgrade | None
 
     def initialize(  # type: ignore[override]
         self,
@@ -197,6 +208,7 @@ class GuardedHTTPServer(HTTPServer):
         *,
         connections: ConnectionTable[IOStream],
         header_timeout: float,
+        quick: QuickUpgrade | None = None,
         **kwargs: Any,
     ) -> None:
         # Tornado names the header timeout idle_connection_timeout: it runs from the moment
@@ -207,6 +219,9 @@ class GuardedHTTPServer(HTTPServer):
         )
         self.connections = connections
         self.acceptors = []
+        self.quick = quick if self.ssl_options is None else None
+        self._heads: set[IOStream] = set()
+        """Connections whose first request head is being read for :attr:`quick`."""
         self._throttle = LogThrottle(LOG_INTERVAL)
         self._restore_at: float | None = None
 
@@ -267,7 +282,48 @@ class GuardedHTTPServer(HTTPServer):
                     "connections to admit new ones%s", self.connections.max_total,
                     f" ({held} more since the last message)" if held else "",
                 )
+        if self.quick is not None and _tornado_fast.OWN_UPGRADE and _tornado_fast.QUICK_UPGRADE:
+            self._read_head(stream, address)
+            return
         super().handle_stream(stream, address)
+
+    def _read_head(self, stream: IOStream, address: Any) -> None:
+        """Read the first request head as Tornado would (up to ``max_header_size``, within
+        the header timeout), then offer it to :attr:`quick`."""
+        self.connections.idle(stream)
+        self._heads.add(stream)
+        params = self.conn_params
+        timeout = params.header_timeout
+        timer = (None if timeout is None
+                 else IOLoop.current().call_later(timeout, stream.close))
+        future = stream.read_until_regex(HEAD_END, max_bytes=params.max_header_size)
+
+        def done(read: asyncio.Future[bytes]) -> None:
+            if timer is not None:
+                IOLoop.current().remove_timeout(timer)
+            self._heads.discard(stream)
+            if read.cancelled() or read.exception() is not None:
+                # Closed, timed out or over max_header_size: what Tornado does (the stream
+                # is closed and has logged an oversized head).
+                stream.close()
+                self.connections.release(stream)
+                return
+            head = read.result()
+            self.connections.busy(stream)
+            assert self.quick is not None
+            if self.quick.answer(head, stream, address):
+                self.connections.release(stream)  # a WebSocket now: max_clients counts it
+                return
+            _tornado_fast.unread(stream, head)
+            HTTPServer.handle_stream(self, stream, address)
+
+        # Tornado types it as an Awaitable; it is an asyncio Future (tornado.concurrent).
+        cast("asyncio.Future[bytes]", future).add_done_callback(done)
+
+    async def close_all_connections(self) -> None:
+        for stream in list(self._heads):  # no request yet: nothing to finish
+            stream.close()
+        await super().close_all_connections()
 
     def _refuse(self, stream: IOStream, response: bytes) -> None:
         """Close a connection over a cap; plain HTTP first gets a JSON answer if the socket

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from tornado.iostream import IOStream
 
 from . import logs
-from .app import PING_INTERVAL, PING_TIMEOUT, Assets, make_app, warn_if_exposed
+from .app import PING_INTERVAL, PING_TIMEOUT, Assets, DashboardApp, make_app, warn_if_exposed
 from .handlers import ServerContext
 from .limits import (
     FD_RESERVE,
@@ -35,6 +35,7 @@ from .limits import (
 )
 from .listener import GuardedHTTPServer
 from .pool import Coalescing, Pool
+from .quick import QuickUpgrade
 from .security import BasicAuth, HostPolicy, OriginPolicy
 from .stream import CLOSE_GOING_AWAY, FanOut, Ticker
 
@@ -252,6 +253,7 @@ class Runner:
             server = GuardedHTTPServer(
                 app, connections=connections, header_timeout=config.header_timeout,
                 ssl_options=ssl_context, max_body_size=MAX_BODY_SIZE,
+                quick=QuickUpgrade(app) if isinstance(app, DashboardApp) else None,
             )
             server.add_sockets(sockets)
         except BaseException:
