@@ -293,14 +293,16 @@ class GuardedHTTPServer(HTTPServer):
         self.connections.idle(stream)
         self._heads.add(stream)
         params = self.conn_params
+        future = cast("asyncio.Future[bytes]",  # Tornado types it as an Awaitable
+                      stream.read_until_regex(HEAD_END, max_bytes=params.max_header_size))
         timeout = params.header_timeout
-        timer = (None if timeout is None
-                 else IOLoop.current().call_later(timeout, stream.close))
-        future = stream.read_until_regex(HEAD_END, max_bytes=params.max_header_size)
+        # The head is often read at once, with the accept: no timer for it then.
+        timer = (None if timeout is None or future.done()
+                 else asyncio.get_running_loop().call_later(timeout, stream.close))
 
         def done(read: asyncio.Future[bytes]) -> None:
             if timer is not None:
-                IOLoop.current().remove_timeout(timer)
+                timer.cancel()
             self._heads.discard(stream)
             if read.cancelled() or read.exception() is not None:
                 # Closed, timed out or over max_header_size: what Tornado does (the stream
@@ -317,8 +319,7 @@ class GuardedHTTPServer(HTTPServer):
             _tornado_fast.unread(stream, head)
             HTTPServer.handle_stream(self, stream, address)
 
-        # Tornado types it as an Awaitable; it is an asyncio Future (tornado.concurrent).
-        cast("asyncio.Future[bytes]", future).add_done_callback(done)
+        future.add_done_callback(done)
 
     async def close_all_connections(self) -> None:
         for stream in list(self._heads):  # no request yet: nothing to finish

@@ -137,6 +137,26 @@ def test_active_connections_counts_the_receiver(serve: Callable[..., Any], wait:
     assert s.request("/healthz").json()["clients"] == 1
 
 
+def test_a_burst_of_clients_is_counted_by_the_next_scrape(
+        serve: Callable[..., Any], raw_ws: Any, wait: Any) -> None:
+    """Joins are added to ``hyperdash.websocket.connections`` once per pass of the event
+    loop, not once per client: a scrape right after the last handshake (no tick between)
+    still counts every client, and every one that left."""
+    s = serve(update_interval=MANUAL)
+
+    def exposed() -> float:
+        text = s.request("/metrics").body.decode()
+        return float(next(line for line in text.splitlines()
+                          if line.startswith("hyperdash_websocket_connections{")).split()[-1])
+
+    socks = [raw_ws(s.port)[0] for _ in range(30)]  # each has read its 101
+    assert exposed() == 30
+    for sock in socks[:20]:
+        sock.close()
+    wait(lambda: s.ctx.fanout.clients == 10)
+    assert exposed() == 10
+
+
 def test_max_clients_holds_under_50_parallel_connects(serve: Callable[..., Any], wait: Any
                                                        ) -> None:
     s = serve(max_clients=10)
