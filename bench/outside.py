@@ -49,7 +49,9 @@ from typing import IO, Any
 
 VARIANTS = ("floor", "hyperdash", "naive")
 """The default variants; ``hyperdash-tornado-ws`` (the demo with Tornado's
-``WebSocketHandler`` upgrading ``/ws``, ``HYPERDASH_OWN_UPGRADE=0``) may be asked for too."""
+``WebSocketHandler`` upgrading ``/ws``, ``HYPERDASH_OWN_UPGRADE=0``) and
+``hyperdash-handler-upgrade`` (the own upgrade from the handler, without the quick one:
+``HYPERDASH_QUICK_UPGRADE=0``) may be asked for too."""
 SIZES = (100, 1_000, 5_000, 10_000)
 CLIENTS_PER_PROCESS = 2_500
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -205,6 +207,8 @@ def start_server(variant: str, payload_file: str, interval: float, max_clients: 
                    HYPERDASH_RATE_LIMIT="0", HYPERDASH_MAX_CONNECTIONS_PER_IP="4096")
         if variant == "hyperdash-tornado-ws":
             env["HYPERDASH_OWN_UPGRADE"] = "0"
+        elif variant == "hyperdash-handler-upgrade":
+            env["HYPERDASH_QUICK_UPGRADE"] = "0"
         argv = [hyperdash_bin(), "demo", "--port", str(port), "--interval", str(interval),
                 *DEMO_ARGS]
         proc = spawn(argv, cores, env=env, stdout=subprocess.DEVNULL)
