@@ -445,6 +445,11 @@ class Connection:
                 self._write(close_frame(code, reason))
         self.stream.close()
 
+    def finish(self) -> None:
+        """The connection is over (its stream closed, or it never got going): tell the
+        owner, once; later calls, and a read callback after this one, do nothing."""
+        self._closed()
+
     def _closed(self) -> None:
         closer = self._closer
         if closer is not None:

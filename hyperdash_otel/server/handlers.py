@@ -748,15 +748,20 @@ def open_upgraded(ctx: ServerContext, stream: IOStream, head: bytes,
     ws = Connection(stream, head, max_message=MAX_INCOMING_MESSAGE, owner=upgraded)
     upgraded.open.add(ws)
     try:
-        stream.socket.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
-    except OSError:  # an old kernel: skip the cap
-        log.debug("hyperdash: TCP_NOTSENT_LOWAT not available", exc_info=True)
-    stream.set_nodelay(True)
-    stream.max_write_buffer_size = fanout.history_bytes + WRITE_BUFFER_SLACK
-    fanout.keep_alive(settings.get("websocket_ping_interval"),
-                      settings.get("websocket_ping_timeout"))
-    fanout.subscribe(ws)  # writes the 101 and the replay
-    ws.start()  # the 101 if there was no replay; then reads the client's frames
+        try:
+            stream.socket.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
+        except OSError:  # an old kernel: skip the cap
+            log.debug("hyperdash: TCP_NOTSENT_LOWAT not available", exc_info=True)
+        stream.set_nodelay(True)
+        stream.max_write_buffer_size = fanout.history_bytes + WRITE_BUFFER_SLACK
+        fanout.keep_alive(settings.get("websocket_ping_interval"),
+                          settings.get("websocket_ping_timeout"))
+        fanout.subscribe(ws)  # writes the 101 and the replay
+        ws.start()  # the 101 if there was no replay; then reads the client's frames
+    except BaseException:
+        stream.close()
+        ws.finish()  # unsubscribed, its place given back (once, whatever reads later)
+        raise
     return ws
 
 

@@ -313,7 +313,18 @@ class GuardedHTTPServer(HTTPServer):
             head = read.result()
             self.connections.busy(stream)
             assert self.quick is not None
-            if self.quick.answer(head, stream, address):
+            try:
+                taken = self.quick.answer(head, stream, address)
+            except Exception:  # a fault of ours: this connection ends, the server goes on
+                held = self._throttle.due("quick", now=time.monotonic())
+                if held is not None:
+                    log.error("hyperdash: the quick upgrade failed; connection closed%s",
+                              f" ({held} more since the last message)" if held else "",
+                              exc_info=True)
+                stream.close()
+                self.connections.release(stream)
+                return
+            if taken:
                 self.connections.release(stream)  # a WebSocket now: max_clients counts it
                 return
             _tornado_fast.unread(stream, head)

@@ -165,10 +165,16 @@ class QuickUpgrade:
         if limits is not None and limits.check(ip) is not None:  # allows() said yes
             fanout.release()
             return False
+        try:
+            response = self._head(key)
+        except BaseException:
+            fanout.release()  # nothing holds the place yet
+            raise
         if access_log.isEnabledFor(logging.INFO):
             # logs.log_request's line for a 101 (the URI has no query, so nothing to redact).
             access_log.info("%d %s %s (%s) %.2fms", 101, "GET", "/ws", ip,
                             1000.0 * (time.time() - started))
         self.taken += 1
-        open_upgraded(ctx, stream, self._head(key), self.app.settings)
+        # From here the Connection holds the place: it gives it back when its stream closes.
+        open_upgraded(ctx, stream, response, self.app.settings)
         return True

@@ -9,6 +9,7 @@ and body, and only the simple, allowed handshakes may be taken by the quick path
 from __future__ import annotations
 
 import base64
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -228,3 +229,29 @@ def test_parse_head_takes_only_the_plain_form() -> None:
         plain.replace(b"\r\n\r\n", b"\r\n"),
     ]:
         assert parse_head(bad) is None, bad
+
+
+def test_a_fault_while_upgrading_ends_that_connection_only(
+        serve: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, wait: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An exception in the middle of an upgrade (here the fan-out's keep-alive start):
+    that client's socket is closed, its place under ``max_clients`` and in the
+    connection table given back, the error logged; the next client is served."""
+    s = serve(update_interval=MANUAL, history_size=1, max_clients=1)
+    fanout = s.ctx.fanout
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(fanout, "keep_alive", broken)
+    with caplog.at_level(logging.ERROR, logger="hyperdash_otel"):
+        answer = exchange(s.port, head(s.port, PLAIN))
+    # The quick path fails before its 101 goes out; Tornado's (HYPERDASH_FAST_PATH=0) has
+    # sent its 101 when open() fails, and then closes.
+    assert answer.status == (None if TAKES else 101)
+    wait(lambda: fanout.reserved == 0 and fanout.clients == 0 and not s.ctx.upgraded.open)
+    wait(lambda: s.ctx.http_connections is not None and s.ctx.http_connections() == 0)
+    assert any("injected fault" in (r.exc_text or "") or "injected fault" in str(r.exc_info)
+               for r in caplog.records)
+    monkeypatch.undo()
+    assert exchange(s.port, head(s.port, PLAIN)).status == 101  # the one place is free
