@@ -9,20 +9,21 @@ it. :class:`QuickUpgrade` reads the first request head of each new plain-TCP con
 itself (:class:`~hyperdash_otel.server.listener.GuardedHTTPServer` asks it to) and
 answers it when it is, byte for byte, the simple case:
 
-* ``GET /ws HTTP/1.1`` with no query, headers of printable ASCII in the plain
+* ``GET /ws HTTP/1.1`` with no query, or with ``?token=`` and a value that needs no
+  decoding (letters, digits, ``-._~``), headers of printable ASCII in the plain
   ``Name: value`` form, none of the handshake's headers twice, no body;
 * every check ``/ws`` makes passes: the Host allowlist, ``Upgrade``/``Connection``/
   ``Sec-WebSocket-Key``/``Sec-WebSocket-Version: 13``, the origin rule, the per-address
   request rate, the credentials when some are configured (a bearer token in the
-  ``Authorization`` header, or a user and password checked before), and a free place
-  under ``max_clients``.
+  ``Authorization`` header or the query, or a user and password checked before), and a
+  free place under ``max_clients``.
 
 Then it writes the 101 the handler would (same headers, same order, same access log
 line) with the replay, and the connection becomes a
 :class:`~hyperdash_otel.server._tornado_fast.Connection`, as on the handler's path.
 
-Anything else (another path or method, a query such as ``?token=``, a header it does not
-read plainly, a check that fails, a password to verify) goes to Tornado untouched: the
+Anything else (another path or method, any other query, a header it does not read
+plainly, a check that fails, a password to verify) goes to Tornado untouched: the
 head is put back in front of the stream's buffer (:func:`~._tornado_fast.unread`) and
 Tornado reads it as if nothing had. So every refusal, with its JSON body, status,
 counters and log line, still comes from the handlers, and the quick path only ever says
@@ -43,7 +44,13 @@ from tornado.websocket import WebSocketProtocol13
 
 from .handlers import StreamHandler, open_upgraded
 from .logs import access_log
-from .security import SECURITY_HEADERS, basic_credentials, presented_token, token_matches
+from .security import (
+    SECURITY_HEADERS,
+    TOKEN_PARAMETER,
+    basic_credentials,
+    presented_token,
+    token_matches,
+)
 
 if TYPE_CHECKING:
     from .app import DashboardApp
@@ -51,7 +58,10 @@ if TYPE_CHECKING:
 __all__ = ["REQUEST_LINE", "QuickUpgrade", "parse_head"]
 
 REQUEST_LINE = b"GET /ws HTTP/1.1\r\n"
-"""The only request line the quick path answers."""
+"""The request line the quick path answers, besides :data:`_TOKEN_LINE`'s."""
+_TOKEN_LINE = re.compile(rb"GET /ws\?token=([A-Za-z0-9._~-]+) HTTP/1\.1\r\n")
+"""``/ws?token=...`` (how a browser's WebSocket presents the token), only with a value
+that needs no decoding: any other query is Tornado's to read."""
 _HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\x20-\x7e]*?)[ \t]*")
 """``Name: value`` (an RFC 9110 token, then printable ASCII; no folded lines)."""
 _READ = frozenset({b"host", b"upgrade", b"connection", b"sec-websocket-key",
@@ -63,20 +73,31 @@ _BODY = frozenset({b"content-length", b"transfer-encoding"})
 
 def parse_head(head: bytes) -> dict[bytes, str] | None:
     """The headers ``/ws``'s checks read (lower-case names), from a request head that is
-    the simple case; None for anything else.
+    the simple case; None for anything else. A ``?token=`` value comes back under
+    ``b"?token"``.
 
     >>> parse_head(b"GET /ws HTTP/1.1\\r\\nHost: dash:8080\\r\\nUpgrade:  websocket \\r\\n\\r\\n")
     {b'host': 'dash:8080', b'upgrade': 'websocket'}
-    >>> parse_head(b"GET /ws?token=t HTTP/1.1\\r\\nHost: dash\\r\\n\\r\\n") is None
+    >>> parse_head(b"GET /ws?token=t-1 HTTP/1.1\\r\\nHost: dash\\r\\n\\r\\n")
+    {b'?token': 't-1', b'host': 'dash'}
+    >>> parse_head(b"GET /ws?token=a%20b HTTP/1.1\\r\\nHost: dash\\r\\n\\r\\n") is None
     True
     >>> parse_head(b"GET /ws HTTP/1.1\\r\\nHost: a\\r\\nHost: b\\r\\n\\r\\n") is None
     True
     """
-    if not head.startswith(REQUEST_LINE) or not head.endswith(b"\r\n\r\n"):
+    if not head.endswith(b"\r\n\r\n"):
         return None
     found: dict[bytes, str] = {}
+    if head.startswith(REQUEST_LINE):
+        start = len(REQUEST_LINE)
+    else:
+        query = _TOKEN_LINE.match(head)
+        if query is None:
+            return None
+        found[b"?token"] = query[1].decode("ascii")
+        start = query.end()
     match = _HEADER_LINE.fullmatch
-    for line in head[len(REQUEST_LINE):-4].split(b"\r\n"):
+    for line in head[start:-4].split(b"\r\n"):
         parts = match(line)
         if parts is None:
             return None
@@ -120,16 +141,17 @@ class QuickUpgrade:
             WebSocketProtocol13.compute_accept_value(key).encode("ascii"), self._after,
         ))
 
-    def _credentials_pass(self, authorization: str | None) -> bool:
+    def _credentials_pass(self, authorization: str | None, query_token: str | None) -> bool:
         """``_Common.authorized`` for the cases that need no thread: no credential
-        configured, a bearer token that matches, a user and password that passed before."""
+        configured, a bearer token (header, else ``?token=``) that matches, a user and
+        password that passed before."""
         ctx = self.ctx
         config = ctx.source.config
         tokens = [] if config.auth_token is None else [config.auth_token]
         basic = ctx.basic
         if not tokens and not basic:
             return True
-        offered = presented_token(authorization, None)
+        offered = presented_token(authorization, query_token)
         if sum(token_matches(offered, token) for token in tokens):
             return True
         credentials = basic_credentials(authorization) if basic else None
@@ -157,7 +179,8 @@ class QuickUpgrade:
         limits = ctx.limits if StreamHandler.rate_limited else None
         if limits is not None and not limits.allows(ip):
             return False
-        if not self._credentials_pass(headers.get(b"authorization")):
+        query_token = headers.get(b"?token")
+        if not self._credentials_pass(headers.get(b"authorization"), query_token):
             return False
         fanout = ctx.fanout
         if not fanout.reserve():
@@ -171,8 +194,9 @@ class QuickUpgrade:
             fanout.release()  # nothing holds the place yet
             raise
         if access_log.isEnabledFor(logging.INFO):
-            # logs.log_request's line for a 101 (the URI has no query, so nothing to redact).
-            access_log.info("%d %s %s (%s) %.2fms", 101, "GET", "/ws", ip,
+            # logs.log_request's line for a 101, the token's value redacted as it redacts it.
+            uri = "/ws" if query_token is None else f"/ws?{TOKEN_PARAMETER}=<redacted>"
+            access_log.info("%d %s %s (%s) %.2fms", 101, "GET", uri, ip,
                             1000.0 * (time.time() - started))
         self.taken += 1
         # From here the Connection holds the place: it gives it back when its stream closes.

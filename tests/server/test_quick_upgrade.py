@@ -118,19 +118,38 @@ def test_every_handshake_gets_the_answer_it_got_before(
         assert on.header("sec-websocket-protocol") is None
 
 
-def test_credentials_a_bearer_token_is_quick_the_rest_goes_to_the_handler(
-        serve: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_credentials_a_plain_token_is_quick_the_rest_goes_to_the_handler(
+        serve: Callable[..., Any], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A token in the header or as ``?token=`` (a browser's form) with a value that needs
+    no decoding is checked quickly; anything Tornado must decode or refuse is its own."""
     s = serve(update_interval=MANUAL, history_size=1, auth_token=TOKEN)
     port = s.port
+    encoded = TOKEN.replace("-", "%2D")  # the same token, once decoded
     for lines, request_line, status, taken in [
         ([*PLAIN, f"Authorization: Bearer {TOKEN}"], "GET /ws HTTP/1.1", 101, TAKES),
-        (PLAIN, f"GET /ws?token={TOKEN} HTTP/1.1", 101, 0),  # a browser's form: the handler's
+        (PLAIN, f"GET /ws?token={TOKEN} HTTP/1.1", 101, TAKES),
+        (PLAIN, f"GET /ws?token={encoded} HTTP/1.1", 101, 0),
+        (PLAIN, f"GET /ws?token={TOKEN}&view=1 HTTP/1.1", 101, 0),
+        (PLAIN, "GET /ws?token=wrong HTTP/1.1", 401, 0),
+        (PLAIN, "GET /ws?token= HTTP/1.1", 401, 0),
         (PLAIN, "GET /ws HTTP/1.1", 401, 0),
         ([*PLAIN, "Authorization: Bearer wrong"], "GET /ws HTTP/1.1", 401, 0),
+        ([*PLAIN, "Authorization: Bearer wrong"], f"GET /ws?token={TOKEN} HTTP/1.1", 401, 0),
     ]:
-        on, off, took = both(s, head(port, lines, request_line=request_line), monkeypatch)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="hyperdash_otel.access"):
+            on, off, took = both(s, head(port, lines, request_line=request_line),
+                                 monkeypatch)
         same(on, off)
-        assert (on.status, took) == (status, taken), lines
+        assert (on.status, took) == (status, taken), (request_line, lines)
+        logged = [r.getMessage().split(" (")[0] for r in caplog.records
+                  if r.name == "hyperdash_otel.access"]
+        # Refusals' lines are rate-limited per status; Tornado's own upgrade (the public
+        # path) logs its 101 when the connection ends.
+        if status == 101 and TAKES:
+            assert len(logged) == 2 and logged[0] == logged[1], logged
+        assert all(TOKEN not in line and encoded not in line for line in logged)
 
 
 def test_a_password_is_checked_once_by_the_handler_then_taken_quickly(
