@@ -26,8 +26,10 @@ WebSocket event, script, style, layout, paint and the compositor commit. Three p
    (main.js); renders are counted and printed, so that coalescing is visible, never hidden.
 2. **Where the time goes.** A Chrome trace (CDP ``Tracing``, categories ``toplevel`` and
    ``devtools.timeline``) over the next messages: the main thread's self time per event
-   (script, paint, layout, ...). Tracing costs time of its own, so this phase only splits
-   the time; phase 1 gives the figure.
+   (script, paint, layout, ...). Then V8's sampling profiler (CDP ``Profiler``, a sample
+   every 100 µs) over as many messages: the script's self time per file and per
+   function (Chart.js's against the page's own). Both cost time of their own, so this
+   phase only splits the time; phase 1 gives the figure.
 3. **Heap.** After a forced garbage collection (CDP ``HeapProfiler.collectGarbage``) every
    1/8 of the phase: the JS heap in use, the DOM node count and the JS event listener
    count. A least-squares line through the heap readings tells growth from the
@@ -268,6 +270,34 @@ def main_thread_tasks(events: list[dict[str, Any]]) -> Counter[str]:
     return best[1]
 
 
+def js_profile(page: Any, cdp: Any, messages: int
+               ) -> tuple[Counter[str], Counter[str], int]:
+    """V8's sampling profile over ``messages`` messages: self time (µs) by script file and
+    by function, and the messages it covered. Idle and "(program)" (the browser's own
+    work between scripts) are left out: the trace splits those."""
+    cdp.send("Profiler.enable")
+    cdp.send("Profiler.setSamplingInterval", {"interval": 100})
+    first = int(page.evaluate(COUNT))
+    cdp.send("Profiler.start")
+    wait_messages(page, first + messages)
+    profile = cdp.send("Profiler.stop")["profile"]
+    done = int(page.evaluate(COUNT)) - first
+    cdp.send("Profiler.disable")
+    frames = {node["id"]: node["callFrame"] for node in profile["nodes"]}
+    by_file: Counter[str] = Counter()
+    by_function: Counter[str] = Counter()
+    # timeDeltas[i] is the time before sample i: sample i ran until sample i + 1.
+    for sample, micros in zip(profile["samples"], profile["timeDeltas"][1:], strict=False):
+        frame = frames[sample]
+        name = frame["functionName"] or "(anonymous)"
+        if name in ("(idle)", "(program)", "(root)"):
+            continue
+        where = frame["url"].rsplit("/", 1)[-1] or "(native)"
+        by_file[where] += micros
+        by_function[f"{name} ({where})"] += micros
+    return by_file, by_function, done
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench page")
     parser.add_argument("--messages", type=int, default=1000,
@@ -326,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
 
             events, traced = trace_window(page, cdp, min(TRACED, args.messages))
             own = main_thread_tasks(events)
+            by_file, by_function, profiled = js_profile(page, cdp, min(TRACED, args.messages))
 
             heaps, nodes, listeners = [], [], []
             cdp.send("HeapProfiler.enable")
@@ -379,6 +410,16 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|")
     for name, micros in own.most_common(BREAKDOWN):
         print(f"| {name} | {micros / traced / 1e3:.2f} |")
+    print(f"\nWhere the script's time goes ({profiled:,} profiled messages, V8 samples every "
+          "100 µs, self time):\n")
+    print("| script file | ms per message |")
+    print("|---|---|")
+    for name, micros in by_file.most_common(BREAKDOWN):
+        print(f"| {name} | {micros / max(profiled, 1) / 1e3:.2f} |")
+    print("\n| function | ms per message |")
+    print("|---|---|")
+    for name, micros in by_function.most_common(BREAKDOWN):
+        print(f"| {name} | {micros / max(profiled, 1) / 1e3:.2f} |")
     slope = _slope(heaps) * SAMPLES / heap_done * 1000  # bytes per 1,000 messages
     print(f"\nAfter a forced GC every {args.messages // SAMPLES} messages "
           f"({heap_done:,} messages):\n")
