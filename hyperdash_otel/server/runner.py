@@ -202,6 +202,13 @@ class Runner:
         return None if session is None else session.ctx
 
     @property
+    def http_server(self) -> GuardedHTTPServer | None:
+        """The HTTP server while serving (its connection table, acceptors and quick
+        upgrade), else None."""
+        session = self._session
+        return None if session is None else session.server
+
+    @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The event loop serving now, else None (to run a coroutine on it from a test or
         a tool: ``asyncio.run_coroutine_threadsafe(coro, runner.loop)``)."""

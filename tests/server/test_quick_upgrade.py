@@ -38,8 +38,8 @@ def head(port: int, lines: list[str], *, request_line: str = "GET /ws HTTP/1.1",
 
 
 def quick(served: Any) -> QuickUpgrade:
-    server = served.runner._session.server
-    assert isinstance(server.quick, QuickUpgrade)
+    server = served.runner.http_server
+    assert server is not None and isinstance(server.quick, QuickUpgrade)
     return server.quick
 
 
