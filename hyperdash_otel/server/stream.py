@@ -305,7 +305,7 @@ class FanOut:
     def _count(self, delta: int) -> None:
         """Count a join or a leave: added to the instrument at the end of this pass of the
         event loop, so a connect storm makes one OpenTelemetry ``add`` per pass (about
-        20 µs each) rather than one per client. Nothing on the loop can read the count
+        7 µs each) rather than one per client. Nothing on the loop can read the count
         before it is added (the tick's collect starts after :meth:`begin_tick` adds it)."""
         if self._connections is None:
             return
