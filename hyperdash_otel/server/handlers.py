@@ -91,6 +91,8 @@ __all__ = [
     "ServerContext",
     "StaticHandler",
     "StreamHandler",
+    "accepted_tokens",
+    "credentials_verdict",
     "open_upgraded",
 ]
 
@@ -208,6 +210,39 @@ flood of guesses costs bounded CPU and never blocks the event loop (checks run i
 REALM = 'realm="hyperdash"'
 
 
+def accepted_tokens(ctx: ServerContext, *, metrics_scope: bool = False) -> list[str]:
+    """The bearer tokens an endpoint accepts: ``auth_token``, and on ``/metrics``
+    (``metrics_scope``) the metrics token too."""
+    config = ctx.source.config
+    tokens = [] if config.auth_token is None else [config.auth_token]
+    if metrics_scope and config.metrics_token is not None:
+        tokens.append(config.metrics_token)
+    return tokens
+
+
+def credentials_verdict(ctx: ServerContext, authorization: str | None,
+                        query_token: str | None, *, metrics_scope: bool = False
+                        ) -> bool | tuple[str, str]:
+    """The credential rule, as far as it goes without a thread: True (a token matches, a
+    user and password passed before, or none is configured), False, or the user and
+    password still to check (scrypt, on a thread). Used by every handler and by ``/ws``'s
+    quick upgrade, which hands a password still to check to the handler."""
+    tokens = accepted_tokens(ctx, metrics_scope=metrics_scope)
+    basic = ctx.basic
+    if not tokens and not basic:
+        return True
+    offered = presented_token(authorization, query_token)
+    # Every token is compared (no short cut), so timing does not tell which one it was.
+    if sum(token_matches(offered, token) for token in tokens):
+        return True
+    credentials = basic_credentials(authorization) if basic else None
+    if credentials is None:
+        return False
+    if basic.cached(*credentials):
+        return True
+    return credentials
+
+
 class _Common(RequestHandler):
     """Security headers, authentication and JSON errors, for every handler."""
 
@@ -230,31 +265,20 @@ class _Common(RequestHandler):
             self.set_header("Strict-Transport-Security", HSTS)
 
     def _tokens(self) -> list[str]:
-        config = self.ctx.source.config
-        tokens = [] if config.auth_token is None else [config.auth_token]
-        if self.metrics_scope and config.metrics_token is not None:
-            tokens.append(config.metrics_token)
-        return tokens
+        return accepted_tokens(self.ctx, metrics_scope=self.metrics_scope)
 
     async def authorized(self) -> bool:
         """Whether the request carries a credential this endpoint accepts (or needs none):
         the bearer token (header or ``?token=``), on ``/metrics`` the metrics token, or a
         basic-auth user and password."""
-        tokens = self._tokens()
-        basic = self.ctx.basic
-        if not self.requires_auth or (not tokens and not basic):
+        if not self.requires_auth:
             return True
-        header = self.request.headers.get("Authorization")
-        offered = presented_token(header, self.get_query_argument("token", None))
-        # Every token is compared (no short cut), so timing does not tell which one it was.
-        if sum(token_matches(offered, token) for token in tokens):
-            return True
-        credentials = basic_credentials(header) if basic else None
-        if credentials is None:
-            return False
-        if basic.cached(*credentials):
-            return True
-        return await self._check_password(basic, *credentials)
+        verdict = credentials_verdict(
+            self.ctx, self.request.headers.get("Authorization"),
+            self.get_query_argument("token", None), metrics_scope=self.metrics_scope)
+        if isinstance(verdict, bool):
+            return verdict
+        return await self._check_password(self.ctx.basic, *verdict)
 
     async def _check_password(self, basic: BasicAuth, user: str, password: str) -> bool:
         if basic.running >= MAX_PASSWORD_CHECKS:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from tornado.web import RequestHandler
 
 __all__ = [
+    "ACCESS_LINE",
     "LOGGERS",
     "REDACTED",
     "RateLimitedLog",
@@ -44,6 +45,7 @@ __all__ = [
     "escape_controls",
     "install",
     "installed",
+    "log_answered",
     "log_exception",
     "log_request",
     "redact",
@@ -273,20 +275,30 @@ def request_summary(handler: RequestHandler) -> str:
     return f"{request.method} {redact_token(request.uri or '')} ({request.remote_ip})"
 
 
+ACCESS_LINE = "%d %s %s (%s) %.2fms"
+"""Status, method, URI (token redacted), client address, milliseconds."""
+
+
+def log_answered(status: int, method: str, uri: str, address: str | None, ms: float
+                 ) -> None:
+    """The access log line of an answer under 400, at INFO (``uri`` redacted here)."""
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(ACCESS_LINE, status, method, redact_token(uri), address, ms)
+
+
 def log_request(handler: RequestHandler) -> None:
     """The access log line: INFO for answers and normal refusals (4xx, 503), those
     rate-limited per status; ERROR, rate-limited too, for the server's own faults."""
     status = handler.get_status()
     request = handler.request
-    args = (status, request.method, redact_token(request.uri or ""), request.remote_ip,
-            1000.0 * request.request_time())
-    line = "%d %s %s (%s) %.2fms"
     if status < 400:
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(line, *args)
+        log_answered(status, request.method or "", request.uri or "", request.remote_ip,
+                     1000.0 * request.request_time())
         return
     level = logging.ERROR if status >= 500 and status != 503 else logging.INFO
-    _logs(handler).access.log(status, level, line, *args)
+    _logs(handler).access.log(status, level, ACCESS_LINE, status, request.method,
+                              redact_token(request.uri or ""), request.remote_ip,
+                              1000.0 * request.request_time())
 
 
 def log_exception(handler: RequestHandler, typ: type[BaseException] | None,

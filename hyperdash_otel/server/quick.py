@@ -33,24 +33,17 @@ yes. It changes nothing on the way to a no: the rate limit is only peeked
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from tornado import httputil
 from tornado.iostream import IOStream
 from tornado.websocket import WebSocketProtocol13
 
-from .handlers import StreamHandler, open_upgraded
-from .logs import access_log
-from .security import (
-    SECURITY_HEADERS,
-    TOKEN_PARAMETER,
-    basic_credentials,
-    presented_token,
-    token_matches,
-)
+from .handlers import StreamHandler, credentials_verdict, open_upgraded
+from .logs import log_answered
+from .security import SECURITY_HEADERS, TOKEN_PARAMETER
+from .static import DateLine
 
 if TYPE_CHECKING:
     from .app import DashboardApp
@@ -123,7 +116,7 @@ class QuickUpgrade:
         self.ctx = app.ctx
         self.taken = 0
         """Upgrades answered here (the rest went to Tornado), for tests and benches."""
-        self._date = (-1, "")
+        self._date = DateLine()
         # The 101's headers, as Tornado's RequestHandler would order them: Date (from
         # clear()), the security headers (set_default_headers; HSTS only under TLS, which
         # never comes here), the upgrade's three, then Vary from the gzip transform.
@@ -131,31 +124,11 @@ class QuickUpgrade:
         self._after = b"\r\nVary: Accept-Encoding\r\n\r\n"
 
     def _head(self, key: str) -> bytes:
-        now = int(time.time())
-        if self._date[0] != now:
-            self._date = (now, httputil.format_timestamp(now))
         return b"".join((
-            b"HTTP/1.1 101 Switching Protocols\r\nDate: ", self._date[1].encode("ascii"),
-            b"\r\n", self._before,
+            b"HTTP/1.1 101 Switching Protocols\r\n", self._date(time.time()), self._before,
             b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-Websocket-Accept: ",
             WebSocketProtocol13.compute_accept_value(key).encode("ascii"), self._after,
         ))
-
-    def _credentials_pass(self, authorization: str | None, query_token: str | None) -> bool:
-        """``_Common.authorized`` for the cases that need no thread: no credential
-        configured, a bearer token (header, else ``?token=``) that matches, a user and
-        password that passed before."""
-        ctx = self.ctx
-        config = ctx.source.config
-        tokens = [] if config.auth_token is None else [config.auth_token]
-        basic = ctx.basic
-        if not tokens and not basic:
-            return True
-        offered = presented_token(authorization, query_token)
-        if sum(token_matches(offered, token) for token in tokens):
-            return True
-        credentials = basic_credentials(authorization) if basic else None
-        return credentials is not None and basic.cached(*credentials) is True
 
     def answer(self, head: bytes, stream: IOStream, address: Any) -> bool:
         """Upgrade ``stream`` to ``/ws`` if ``head`` is the simple case and passes every
@@ -180,7 +153,8 @@ class QuickUpgrade:
         if limits is not None and not limits.allows(ip):
             return False
         query_token = headers.get(b"?token")
-        if not self._credentials_pass(headers.get(b"authorization"), query_token):
+        # True only: a password still to check (on a thread) is the handler's.
+        if credentials_verdict(ctx, headers.get(b"authorization"), query_token) is not True:
             return False
         fanout = ctx.fanout
         if not fanout.reserve():
@@ -193,11 +167,8 @@ class QuickUpgrade:
         except BaseException:
             fanout.release()  # nothing holds the place yet
             raise
-        if access_log.isEnabledFor(logging.INFO):
-            # logs.log_request's line for a 101, the token's value redacted as it redacts it.
-            uri = "/ws" if query_token is None else f"/ws?{TOKEN_PARAMETER}=<redacted>"
-            access_log.info("%d %s %s (%s) %.2fms", 101, "GET", uri, ip,
-                            1000.0 * (time.time() - started))
+        uri = "/ws" if query_token is None else f"/ws?{TOKEN_PARAMETER}={query_token}"
+        log_answered(101, "GET", uri, ip, 1000.0 * (time.time() - started))
         self.taken += 1
         # From here the Connection holds the place: it gives it back when its stream closes.
         open_upgraded(ctx, stream, response, self.app.settings)

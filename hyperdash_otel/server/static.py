@@ -35,6 +35,7 @@ __all__ = [
     "MAX_HEADS",
     "Asset",
     "ByteRange",
+    "DateLine",
     "HeadBlocks",
     "OutsideRoot",
     "StaticFiles",
@@ -293,6 +294,24 @@ def parse_range(header: str, size: int) -> ByteRange | None | bool:
     return ByteRange(start, size - 1 if last == "" else min(int(last), size - 1))
 
 
+class DateLine:
+    """A response's ``Date`` header line as bytes (``Date: ...\\r\\n``), formatted once per
+    second: for the heads written without Tornado's ``write_headers``."""
+
+    __slots__ = ("_line", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._line = b""
+
+    def __call__(self, now: float) -> bytes:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._line = b"Date: " + formatdate(second, usegmt=True).encode() + b"\r\n"
+        return self._line
+
+
 class HeadBlocks:
     """A response's head as bytes, built once per distinct (status, headers) and kept, so
     a cached file's answer formats nothing but its ``Date`` line.
@@ -308,7 +327,7 @@ class HeadBlocks:
     def __init__(self, *, max_heads: int = MAX_HEADS) -> None:
         self.max_heads = max_heads
         self._heads: dict[tuple[int, tuple[tuple[str, str], ...]], bytes] = {}
-        self._date = (-1, b"")
+        self._date = DateLine()
 
     def __len__(self) -> int:
         return len(self._heads)
@@ -316,9 +335,6 @@ class HeadBlocks:
     def head(self, status: int, reason: str, now: float,
              headers: tuple[tuple[str, str], ...]) -> bytes:
         """The head (status line through the blank line) for ``headers``, dated ``now``."""
-        second = int(now)
-        if second != self._date[0]:
-            self._date = (second, b"Date: " + formatdate(second, usegmt=True).encode() + b"\r\n")
         key = (status, headers)
         rest = self._heads.get(key)
         if rest is None:
@@ -326,7 +342,7 @@ class HeadBlocks:
             if len(self._heads) >= self.max_heads:
                 self._heads.clear()
             self._heads[key] = rest
-        return b"HTTP/1.1 %d %s\r\n" % (status, reason.encode()) + self._date[1] + rest
+        return b"HTTP/1.1 %d %s\r\n" % (status, reason.encode()) + self._date(now) + rest
 
     @staticmethod
     def _build(headers: tuple[tuple[str, str], ...]) -> bytes:
