@@ -2,7 +2,8 @@
 
 ``python -m bench`` runs them all (about 30 minutes: the outside-in stream bench runs up to
 10,000 clients per server); ``python -m bench NAME [options]`` runs one of them:
-core, fanout, calls, tick, endpoints, stalled, page, outside, fleet, connect.
+core, fanout, calls, tick, endpoints, stalled, page, page-budget, outside, fleet,
+connect.
 """
 
 import platform
@@ -10,7 +11,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import calls, connect, core, endpoints, fanout, fleet, outside, page, stalled, tick
+from . import (calls, connect, core, endpoints, fanout, fleet, outside, page, page_budget,
+               stalled, tick)
 
 BENCHES: dict[str, Callable[..., Any]] = {
     "core": core.main,
@@ -20,11 +22,12 @@ BENCHES: dict[str, Callable[..., Any]] = {
     "endpoints": endpoints.main,
     "stalled": stalled.main,
     "page": page.main,
+    "page-budget": page_budget.main,
     "outside": outside.main,
     "fleet": fleet.main,
     "connect": connect.main,
 }
-TAKE_ARGS = {"stalled", "page", "outside", "fleet", "connect"}
+TAKE_ARGS = {"stalled", "page", "page-budget", "outside", "fleet", "connect"}
 
 
 def main(argv: list[str]) -> int:
