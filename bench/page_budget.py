@@ -20,6 +20,10 @@ each time on a fresh tab, with ``bench page``'s measure: the CPU time of the ren
 thread per message. A part costs roughly the difference between the page with it and
 without it; the differences need not add up exactly (a frame that draws nothing is cheaper
 than one that draws a little).
+
+Last, on one more tab of the shipped page, each chart's Chart.js ``update('none')`` (the call
+the page makes when a chart's numbers change) is timed back to back in the page: the script
+one chart costs per message, before the frame draws it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ from hyperdash_otel.server.runner import Runner
 from .page import ARGS, CHROMIUM, Cost, measure_cost, open_page, start_dashboard
 
 STUBS = Path(__file__).parent / "page_stubs"
+UPDATES = 200
+"""Chart.js ``update()`` calls timed per chart, back to back, on the shipped page."""
+CHART_UPDATES = """(n) => [...document.querySelectorAll('.chart-box canvas')].map((canvas) => {
+  const chart = Chart.getChart(canvas);
+  const start = performance.now();
+  for (let i = 0; i < n; i += 1) chart.update('none');
+  return [canvas.id, chart.config.type, (performance.now() - start) / n];
+})"""
 DISPLAY = ("charts", "jobs", "cards", "status", "alerts", "instances")
 VARIANTS: dict[str, tuple[str, ...]] = {
     "page": (),
@@ -93,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                         page, cdp = open_page(browser, urls[name], args)
                         runs[name].append(measure_cost(page, cdp, browser_cdp, args.messages))
                         page.close()
+                page, _ = open_page(browser, urls["page"], args)
+                updates = page.evaluate(CHART_UPDATES, UPDATES)
+                page.close()
                 browser.close()
     finally:
         stop.set()
@@ -129,4 +144,10 @@ def main(argv: list[str] | None = None) -> int:
              ("receiving a message (WebSocket, parse, scheduling)", means["receiving only"]))
     for part, cost in parts:
         print(f"| {part} | {cost:.2f} | {cost / full:.0%} |")
+    print(f"\nOne Chart.js `update('none')` per chart, timed in the shipped page ({UPDATES} "
+          "back to back, wall time; no frame, so no compositing):\n")
+    print("| chart | type | ms per update |")
+    print("|---|---|---|")
+    for canvas, kind, millis in updates:
+        print(f"| {canvas} | {kind} | {millis:.2f} |")
     return 0
