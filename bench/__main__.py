@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each a table of ratios against its baseline.
 
-``python -m bench`` runs them all (about 30 minutes: the outside-in stream bench runs up to
+``python -m bench`` runs them all (about 35 minutes: the outside-in stream bench runs up to
 10,000 clients per server); ``python -m bench NAME [options]`` runs one of them:
 core, fanout, calls, tick, endpoints, stalled, page, page-budget, outside, fleet,
 connect.
