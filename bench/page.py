@@ -156,6 +156,21 @@ def start_dashboard(jobs: int) -> tuple[Dashboard, threading.Event, threading.Th
     return dash, stop, worker
 
 
+def stop_dashboard(dash: Dashboard, stop: threading.Event, worker: threading.Thread,
+                   runners: list[Runner]) -> None:
+    """Undoes ``start_dashboard``, with the side runners serving other pages of it."""
+    stop.set()
+    worker.join(5)
+    for runner in runners:
+        runner.stop()
+    dash.close()
+
+
+def load_line(before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    return (f"Load average {' '.join(f'{x:.2f}' for x in before)} before, "
+            f"{' '.join(f'{x:.2f}' for x in after)} after.\n")
+
+
 RENDERS = "() => Number(document.body.dataset.updates || 0)"
 
 
@@ -376,17 +391,12 @@ def main(argv: list[str] | None = None) -> int:
             rows = int(page.evaluate("() => document.querySelectorAll('#jobs-body tr').length"))
             browser.close()
     finally:
-        stop.set()
-        worker.join(5)
-        for side in sides:
-            side.stop()
-        dash.close()
+        stop_dashboard(dash, stop, worker, sides)
     load_after = os.getloadavg()
 
     print(f"\n## The page in Chromium: {args.jobs} jobs, {rows} table rows, {points} chart "
           f"points, {args.width}x{args.height}, visible, every chart in view\n")
-    print(f"Load average {' '.join(f'{x:.2f}' for x in load_before)} before, "
-          f"{' '.join(f'{x:.2f}' for x in load_after)} after.\n")
+    print(load_line(load_before, load_after))
     if baseline is not None:
         print(f"Baseline page: `{baseline}`, alternated with this page in the same run.\n")
     print("| page | messages | renders | main thread CPU per message | per render "

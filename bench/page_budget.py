@@ -39,7 +39,8 @@ from pathlib import Path
 from hyperdash_otel.server.app import Assets
 from hyperdash_otel.server.runner import Runner
 
-from .page import ARGS, CHROMIUM, Cost, measure_cost, open_page, start_dashboard
+from .page import (ARGS, CHROMIUM, Cost, load_line, measure_cost, open_page, start_dashboard,
+                   stop_dashboard)
 
 STUBS = Path(__file__).parent / "page_stubs"
 UPDATES = 200
@@ -110,17 +111,12 @@ def main(argv: list[str] | None = None) -> int:
                 page.close()
                 browser.close()
     finally:
-        stop.set()
-        worker.join(5)
-        for runner in runners:
-            runner.stop()
-        dash.close()
+        stop_dashboard(dash, stop, worker, runners)
     load_after = os.getloadavg()
 
     print(f"\n## The page's cost per message, part by part: {args.jobs} jobs, "
           f"{args.width}x{args.height}, {args.rounds} rounds of {args.messages} messages\n")
-    print(f"Load average {' '.join(f'{x:.2f}' for x in load_before)} before, "
-          f"{' '.join(f'{x:.2f}' for x in load_after)} after.\n")
+    print(load_line(load_before, load_after))
     print("| variant | main thread CPU per message (each run) | mean | of it script / layout "
           "| renders per message |")
     print("|---|---|---|---|---|")
