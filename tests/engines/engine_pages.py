@@ -34,6 +34,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -306,6 +307,7 @@ class WebKitEngine:
             "WEBKIT_INSPECTOR_HTTP_SERVER": f"{LOCAL_HOST}:{self.inspector_port}",
         }
         env.pop("WAYLAND_DISPLAY", None)
+        _gstreamer_registry(env)
         self.browser = subprocess.Popen(
             [minibrowser, "--automation"], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -398,6 +400,23 @@ def start_webkit() -> WebKitEngine:
         unavailable("the selenium Python package is missing; run `make setup`")
     assert minibrowser is not None
     return WebKitEngine(minibrowser)
+
+
+def _gstreamer_registry(env: dict[str, str]) -> None:
+    """Makes sure GStreamer's plugin registry exists before MiniBrowser starts.
+
+    A MiniBrowser started while the registry does not exist yet (a fresh machine: WebKit
+    builds it on its first start) never lists its page in the remote inspector, for as long
+    as it runs: every WebKit check of the module then fails waiting for it (seen on a fresh
+    machine: 7 of 7, even with a 60 s deadline; all pass once the registry exists).
+    ``gst_init`` builds or refreshes the registry (under a second cold, far less warm); it
+    runs in a child with the browser's environment, so it writes where the browser reads.
+    """
+    subprocess.run(
+        [sys.executable, "-c",
+         "import ctypes; ctypes.CDLL('libgstreamer-1.0.so.0').gst_init(None, None)"],
+        env=env, check=True, timeout=START_WAIT, stdout=subprocess.DEVNULL,
+    )
 
 
 def _listening_ports(pid: int) -> set[int]:
