@@ -6,10 +6,12 @@ Import it as ``support`` (tests/ is on the path through tests/conftest.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -62,6 +64,26 @@ def self_signed_certificate(tmp: Path) -> tuple[str, str]:
         check=True, capture_output=True,
     )
     return str(cert), str(key)
+
+
+def over_tls(url: str, context: ssl.SSLContext, while_open: Callable[[str], Any]) -> None:
+    """Opens the ``wss://`` ``url`` and calls ``while_open`` with its first message while the
+    connection is still open.
+
+    With websockets' asyncio client, never its sync one: the sync client reads in a thread of
+    its own while the caller's thread writes, and an SSL socket used from two threads at
+    once fails now and then (``ssl.SSLError: [SSL] internal error`` in the handshake's
+    write, seen on Python 3.10 in CI). The asyncio client does both on one thread.
+    """
+    from websockets.asyncio.client import connect
+
+    async def session() -> None:
+        async with connect(url, ssl=context, proxy=None, compression=None,
+                           open_timeout=10) as client:
+            first = await asyncio.wait_for(client.recv(), 5)
+            while_open(first if isinstance(first, str) else first.decode())
+
+    asyncio.run(session())
 
 
 def free_port() -> int:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from tornado.websocket import websocket_connect
 from websockets.exceptions import ConnectionClosed
+from support import over_tls
 from websockets.sync.client import connect
 
 from hyperdash_otel import Dashboard
@@ -285,11 +286,8 @@ def test_tls(make_dashboard: Callable[..., Dashboard], certificate: tuple[str, s
         assert json.loads(conn.getresponse().read())["status"] == "ok"
     finally:
         conn.close()
-    client = connect(f"wss://127.0.0.1:{dash.port}/ws", ssl=context, proxy=None,
-                     compression=None, **PLAIN_CONNECT)
-    try:
-        assert json.loads(client.recv(timeout=5))["timestamp"]
-    finally:
-        client.close()
+    first: list[str] = []
+    over_tls(f"wss://127.0.0.1:{dash.port}/ws", context, first.append)
+    assert json.loads(first[0])["timestamp"]
     with pytest.raises(OSError):  # plain HTTP on the TLS port gets nowhere
         get(dash.port, "/healthz")

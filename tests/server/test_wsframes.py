@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from websockets.sync.client import connect as ws_connect
+from support import over_tls
 
 from hyperdash_otel.server import _tornado_fast
 from hyperdash_otel.server.handlers import MAX_INCOMING_MESSAGE
@@ -291,9 +291,14 @@ def test_under_tls_the_stream_is_upgraded_by_tornado(serve: Callable[..., Any],
     cert, key = certificate
     s = serve(update_interval=MANUAL, tls_certfile=cert, tls_keyfile=key)
     context = ssl.create_default_context(cafile=cert)
-    with ws_connect(f"wss://127.0.0.1:{s.port}/ws", ssl=context, proxy=None,
-                    compression=None, open_timeout=10) as client:
-        assert b'"replay":0' in client.recv(timeout=5).encode()
-        assert s.ctx.fanout.clients == 1
-        assert not isinstance(s.ctx.fanout.sinks()[0], _tornado_fast.Connection)
-        assert not s.ctx.upgraded.open
+    seen: dict[str, Any] = {}
+
+    def while_open(first: str) -> None:
+        seen.update(first=first, clients=s.ctx.fanout.clients,
+                    sink=s.ctx.fanout.sinks()[0], upgraded=s.ctx.upgraded.open)
+
+    over_tls(f"wss://127.0.0.1:{s.port}/ws", context, while_open)
+    assert '"replay":0' in seen["first"]
+    assert seen["clients"] == 1
+    assert not isinstance(seen["sink"], _tornado_fast.Connection)
+    assert not seen["upgraded"]
