@@ -21,14 +21,18 @@ IMPORT = re.compile(r'import\s*\{([^}]*)\}\s*from\s*"\./([\w-]+)\.js"')
 EXPORT = re.compile(r"^export\s+(?:async\s+)?(?:const|let|function|class)\s+(\w+)", re.M)
 
 
+def names_in(braces: str) -> set[str]:
+    """The imported names of an ``import { a, b as c }`` list (``a``, ``b``)."""
+    return {name.split(" as ")[0].strip() for name in braces.split(",") if name.strip()}
+
+
 def imported_from(module: str) -> dict[str, set[str]]:
     """The names each of the page's modules imports from ``module``."""
     wanted: dict[str, set[str]] = {}
     for source in JS.glob("*.js"):
         for names, target in IMPORT.findall(source.read_text()):
             if target == module:
-                wanted.setdefault(source.name, set()).update(
-                    name.split(" as ")[0].strip() for name in names.split(",") if name.strip())
+                wanted.setdefault(source.name, set()).update(names_in(names))
     return wanted
 
 
@@ -54,5 +58,5 @@ def test_stub_exports_what_the_page_imports(module: str) -> None:
 def test_stub_imports_only_what_the_page_has(module: str) -> None:
     for names, target in IMPORT.findall((STUBS / f"{module}.js").read_text()):
         real = set(EXPORT.findall((JS / f"{target}.js").read_text()))
-        asked = {name.split(" as ")[0].strip() for name in names.split(",") if name.strip()}
+        asked = names_in(names)
         assert asked <= real, f"{module}.js stub imports {sorted(asked - real)} from {target}.js"
