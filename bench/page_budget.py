@@ -11,6 +11,8 @@ export the same names and draw nothing (the charts' stub still records the histo
 - **no charts**: ``charts.js`` stubbed;
 - **no table**: ``jobs.js`` stubbed;
 - **no charts, no table**: both;
+- **charts only**: every module that draws stubbed but ``charts.js``: the four Chart.js
+  charts alone, the least a page with them can cost per message;
 - **receiving only**: every module that draws stubbed (charts, table, cards, status,
   alerts, fleet), so what is left is the WebSocket message, its parse and ``main.js``'s
   frame scheduling: the cost of a message before the page shows anything.
@@ -57,6 +59,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "no charts": ("charts",),
     "no table": ("jobs",),
     "no charts, no table": ("charts", "jobs"),
+    "charts only": tuple(module for module in DISPLAY if module != "charts"),
     "receiving only": DISPLAY,
 }
 """Variant name -> the modules of ``web/static/js`` replaced by their stubs."""
@@ -137,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
              ("the jobs table", full - means["no table"]),
              ("cards, status, alerts and their frame",
               means["no charts, no table"] - means["receiving only"]),
-             ("receiving a message (WebSocket, parse, scheduling)", means["receiving only"]))
+             ("receiving a message (WebSocket, parse, scheduling)", means["receiving only"]),
+             ("the four charts on a page of nothing else (charts only, less receiving only)",
+              means["charts only"] - means["receiving only"]))
     for part, cost in parts:
         print(f"| {part} | {cost:.2f} | {cost / full:.0%} |")
     print(f"\nOne Chart.js `update('none')` per chart, timed in the shipped page ({UPDATES} "
