@@ -99,6 +99,22 @@ def _short(value: object) -> str:
     return text if len(text) <= 24 else f"{text[:12]}...({len(text)} characters)"
 
 
+def quoted(value: object) -> str:
+    """A value someone sent, quoted for an error message, and cut short when long: an
+    error echoes what was wrong, never 50 KB of it back.
+
+    >>> quoted("job-1")
+    "'job-1'"
+    >>> quoted("a" * 100)
+    "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...(100 characters)"
+    """
+    text = repr(value)
+    if len(text) <= 64:
+        return text
+    length = len(value) if isinstance(value, str) else len(text)
+    return f"{text[:48]}...({length} characters)"
+
+
 def text(value: object, name: str, max_length: int, *, allow_empty: bool = True) -> str:
     """A string of at most ``max_length`` characters, without NUL or terminal escapes.
 

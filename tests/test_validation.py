@@ -55,3 +55,14 @@ def test_bound_problem_is_what_the_command_line_prints() -> None:
     assert v.bound_problem(5, 1) is None
     assert v.bound_problem(0.0, 0.05, unit=" s", shown="0") == "must be >= 0.05 s, got 0"
     assert v.bound_problem(float("nan")) == "must be finite, got nan"
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("job-1", "'job-1'"),
+    ("a" * 62, repr("a" * 62)),  # 64 with its quotes: whole
+    ("a" * 63, "'" + "a" * 47 + "...(63 characters)"),  # the value's length, not its repr's
+    ("é\x00" * 40, repr("é\x00" * 40)[:48] + "...(80 characters)"),
+    (["x"] * 20, repr(["x"] * 20)[:48] + "...(100 characters)"),  # not a str: its repr's
+])
+def test_quoted_cuts_a_long_value_short_and_says_how_long(value: str, shown: str) -> None:
+    assert v.quoted(value) == shown

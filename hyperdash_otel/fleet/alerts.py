@@ -142,7 +142,7 @@ def _one_alertmanager_alert(item: Mapping[str, Any], where: str) -> dict[str, An
             return None
     fingerprint = item.get("fingerprint")
     if not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
-        shown = "missing" if fingerprint is None else _short(fingerprint)
+        shown = "missing" if fingerprint is None else v.quoted(fingerprint)
         raise ValueError(f"{where}.fingerprint must be a hex string of 1 to 64 digits, "
                          f"got {shown}")
     message = annotations.get("summary", "").strip() or labels.get("alertname", "").strip()
@@ -197,7 +197,7 @@ def from_instance(instance: str, alerts: object) -> list[dict[str, Any]]:
         severity = fields["severity"].strip().lower()
         if severity not in SEVERITIES:
             raise ValueError(f"{where}.severity must be one of {', '.join(SEVERITIES)}, got "
-                             f"{_short(fields['severity'])}")
+                             f"{v.quoted(fields['severity'])}")
         tagged.append({
             "id": f"{name}/{_safe_text(fields['id'], _MAX_ID_LENGTH)}",
             "severity": severity,
@@ -266,7 +266,7 @@ def _string_map(item: Mapping[str, Any], key: str, where: str, *,
         raise ValueError(f"{where}.{key} must be an object of strings, {shown}")
     for name, text in value.items():
         if not isinstance(text, str):
-            raise ValueError(f"{where}.{key}.{_short(name)} must be a string, got "
+            raise ValueError(f"{where}.{key}.{v.quoted(name)} must be a string, got "
                              f"{_kind(text)}")
     return value
 
@@ -289,13 +289,13 @@ def _time(value: object, where: str) -> str:
         zone = "" if offset is None else ("+00:00" if offset in "Zz" else offset)
         when = datetime.fromisoformat(f"{base.replace('t', 'T')}.{micro}{zone}")
     except ValueError:
-        raise ValueError(f"{where} must be an RFC 3339 time, got {_short(value)}") from None
+        raise ValueError(f"{where} must be an RFC 3339 time, got {v.quoted(value)}") from None
     if when.tzinfo is None:
-        raise ValueError(f"{where} must carry its UTC offset (such as Z), got {_short(value)}")
+        raise ValueError(f"{where} must carry its UTC offset (such as Z), got {v.quoted(value)}")
     try:
         return v.rfc3339(when)
     except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
-        raise ValueError(f"{where} is out of range in UTC, got {_short(value)}") from None
+        raise ValueError(f"{where} is out of range in UTC, got {v.quoted(value)}") from None
 
 
 def _instance(value: str | None) -> str | None:
@@ -314,6 +314,3 @@ def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 64 else f"{text[:48]}...({len(text)} characters)"

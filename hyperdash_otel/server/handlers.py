@@ -41,7 +41,7 @@ from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketProtocol13
 
 from ..source import AmbiguousJobError
-from ..validation import rfc3339
+from ..validation import quoted, rfc3339
 from .limits import RequestLimits
 from .logs import access_log
 from .logs import log_exception as _log_exception
@@ -378,7 +378,7 @@ class MisdirectedHandler(_Common):
     async def prepare(self) -> None:
         host = self.request.headers.get("Host", "")
         raise ApiError(
-            421, f"host not allowed: {host!r}; a name this server answers to must be in "
+            421, f"host not allowed: {quoted(host)}; a name this server answers to must be in "
             "allowed_hosts (HYPERDASH_ALLOWED_HOSTS)",
         )
 
@@ -614,7 +614,7 @@ class JobsHandler(_Common):
             try:
                 limit = int(raw_limit)
             except ValueError:
-                raise ApiError(400, f"limit must be an integer, got {raw_limit!r}") from None
+                raise ApiError(400, f"limit must be an integer, got {quoted(raw_limit)}") from None
         try:
             jobs = self.ctx.source.jobs(status=status or None, limit=limit)
         except (ValueError, TypeError) as exc:
@@ -636,8 +636,8 @@ class JobHandler(_Common):
         except AmbiguousJobError as exc:
             raise ApiError(409, str(exc)) from None
         if job is None:
-            where = "" if instance is None else f" on instance {instance!r}"
-            raise ApiError(404, f"no job with id {job_id!r}{where}")
+            where = "" if instance is None else f" on instance {quoted(instance)}"
+            raise ApiError(404, f"no job with id {quoted(job_id)}{where}")
         self.send_json(job)
 
     head = get

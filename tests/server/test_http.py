@@ -109,6 +109,21 @@ def test_errors_are_json(serve: Callable[..., Any], path: str, status: int, frag
 
 
 @pytest.mark.parametrize(
+    ("path", "status", "fragment"),
+    [(f"/api/jobs/{'x' * 20_000}", 404, "no job with id 'xxxx"),
+     (f"/api/jobs?limit={'9' * 20_000}x", 400, "limit must be an integer, got '9999"),
+     (f"/api/jobs/j1?instance={'i' * 20_000}", 404, "on instance 'iiii")])
+def test_errors_quote_a_long_value_cut_short(serve: Callable[..., Any], path: str, status: int,
+                                             fragment: str) -> None:
+    """A 20,000-character id, limit or instance is named in the error, not sent back whole."""
+    resp = serve().request(path)
+    assert_json_error(resp, status, fragment)
+    message = resp.json()["error"]
+    assert "(20000 characters)" in message or "(20001 characters)" in message, message
+    assert len(message) < 200, message
+
+
+@pytest.mark.parametrize(
     ("headers", "status", "fragment"),
     [
         ({"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"},
