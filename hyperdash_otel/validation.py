@@ -99,20 +99,31 @@ def _short(value: object) -> str:
     return text if len(text) <= 24 else f"{text[:12]}...({len(text)} characters)"
 
 
+def clipped(text: str, length: int | None = None) -> str:
+    """``text`` for an error message, cut short when long: an error names what was wrong,
+    never sends 50 KB of it back. Up to 64 characters it is whole; a longer one keeps its
+    first 48 and says how long it was (``length``, or its own).
+
+    >>> clipped("/api/nothing")
+    '/api/nothing'
+    >>> clipped("/" + "x" * 99)
+    '/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...(100 characters)'
+    """
+    if len(text) <= 64:
+        return text
+    return f"{text[:48]}...({len(text) if length is None else length} characters)"
+
+
 def quoted(value: object) -> str:
-    """A value someone sent, quoted for an error message, and cut short when long: an
-    error echoes what was wrong, never 50 KB of it back.
+    """A value someone sent, quoted (``repr``) for an error message and :func:`clipped`;
+    a string's length is its own, not its quoted form's.
 
     >>> quoted("job-1")
     "'job-1'"
     >>> quoted("a" * 100)
     "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...(100 characters)"
     """
-    text = repr(value)
-    if len(text) <= 64:
-        return text
-    length = len(value) if isinstance(value, str) else len(text)
-    return f"{text[:48]}...({length} characters)"
+    return clipped(repr(value), len(value) if isinstance(value, str) else None)
 
 
 def text(value: object, name: str, max_length: int, *, allow_empty: bool = True) -> str:

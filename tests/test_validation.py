@@ -66,3 +66,9 @@ def test_bound_problem_is_what_the_command_line_prints() -> None:
 ])
 def test_quoted_cuts_a_long_value_short_and_says_how_long(value: str, shown: str) -> None:
     assert v.quoted(value) == shown
+
+
+def test_clipped_keeps_64_characters_whole_and_cuts_a_longer_text() -> None:
+    assert v.clipped("o" * 64) == "o" * 64
+    assert v.clipped("o" * 65) == "o" * 48 + "...(65 characters)"
+    assert v.clipped("o" * 65, 7) == "o" * 48 + "...(7 characters)"

@@ -240,7 +240,7 @@ class FleetSource:
         ]
         if len(found) > 1:
             raise AmbiguousJobError(
-                f"job {job_id!r} exists on {len(found)} instances; add ?instance= "
+                f"job {v.quoted(job_id)} exists on {len(found)} instances; add ?instance= "
                 f"(one of {', '.join(j['instance'] for j in found[:5])})")
         return found[0] if found else None
 

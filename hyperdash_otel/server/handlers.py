@@ -41,7 +41,7 @@ from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketProtocol13
 
 from ..source import AmbiguousJobError
-from ..validation import quoted, rfc3339
+from ..validation import clipped, quoted, rfc3339
 from .limits import RequestLimits
 from .logs import access_log
 from .logs import log_exception as _log_exception
@@ -366,7 +366,7 @@ class NotFoundHandler(_Common):
         checking = super().prepare()
         if checking is not None:
             await checking
-        raise ApiError(404, f"no such endpoint: {self.request.path}")
+        raise ApiError(404, f"no such endpoint: {clipped(self.request.path)}")
 
 
 class MisdirectedHandler(_Common):
@@ -841,7 +841,7 @@ class StreamHandler(_Common, Writes):
         origin = self.request.headers.get("Origin")
         if not self.check_origin_header(origin):
             self._reject("origin")
-            raise ApiError(403, f"origin not allowed: {origin}")
+            raise ApiError(403, f"origin not allowed: {clipped(str(origin))}")
         # Checked and claimed in one step on the loop: no await between them, so parallel
         # upgrades cannot both take the last place.
         if not ctx.fanout.reserve():

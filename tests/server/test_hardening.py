@@ -135,6 +135,10 @@ class TestHostAllowlist:
         other = request(s.port, "/ws", host=f"dash.corp.test:{s.port}",
                         headers=upgrade_headers(f"http://evil.test:{s.port}"))
         assert_json_error(other, 403, "origin not allowed")
+        long = request(s.port, "/ws", host=f"dash.corp.test:{s.port}",
+                       headers=upgrade_headers(f"http://{'e' * 20_000}.test"))
+        assert_json_error(long, 403, "origin not allowed: http://eeee")
+        assert "...(20012 characters)" in json.loads(long.body)["error"]  # not echoed whole
 
     def test_behind_a_tls_proxy_as_the_readme_says(self, serve: Callable[..., Any]) -> None:
         # The proxy passes Host on; the page's origin is https while the server speaks http.
