@@ -95,23 +95,22 @@ def _range(low: float, high: float) -> str:
 
 def _short(value: object) -> str:
     """A number for an error message: 10**400 has 401 digits nobody wants to read."""
-    text = str(value)
-    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} characters)"
+    return clipped(str(value), limit=24, keep=12)
 
 
-def clipped(text: str, length: int | None = None) -> str:
+def clipped(text: str, length: int | None = None, *, limit: int = 64, keep: int = 48) -> str:
     """``text`` for an error message, cut short when long: an error names what was wrong,
-    never sends 50 KB of it back. Up to 64 characters it is whole; a longer one keeps its
-    first 48 and says how long it was (``length``, or its own).
+    never sends 50 KB of it back. Up to ``limit`` characters it is whole; a longer one keeps
+    its first ``keep`` and says how long it was (``length``, or its own).
 
     >>> clipped("/api/nothing")
     '/api/nothing'
     >>> clipped("/" + "x" * 99)
     '/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...(100 characters)'
     """
-    if len(text) <= 64:
+    if len(text) <= limit:
         return text
-    return f"{text[:48]}...({len(text) if length is None else length} characters)"
+    return f"{text[:keep]}...({len(text) if length is None else length} characters)"
 
 
 def quoted(value: object) -> str:
